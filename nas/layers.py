@@ -1,0 +1,197 @@
+"""Entangled Flax NNX layers: each weight exists once, at its largest size.
+
+A layer is called with masks (see `nas.masks`): an output-width mask zeroes the
+inactive units (so padded positions stay exactly zero downstream), a kernel
+window mask selects the centred k×k part of the largest kernel. Parameters that
+carry spatial kernel axes record them as `centred_axes` metadata; every other
+axis is sliced as a prefix when a compact model is extracted.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from nas.masks import mixture
+
+_KERNEL_INIT = nnx.initializers.lecun_normal()
+_KAIMING_INIT = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
+def _masked(y, mask):
+    return y if mask is None else y * mask
+
+
+class Dense(nnx.Module):
+    """y = x @ W + b on `x: [..., in_features]`; inactive outputs masked to zero."""
+
+    def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs,
+                 use_bias: bool = True):
+        self.kernel = nnx.Param(_KERNEL_INIT(rngs.params(), (in_features, out_features)))
+        self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
+
+    def __call__(self, x, out_mask=None):
+        y = x @ self.kernel[...]
+        if self.bias is not None:
+            y = y + self.bias[...]
+        return _masked(y, out_mask)
+
+
+class Conv(nnx.Module):
+    """N-d convolution, channels last (`x: [batch, *spatial, channels]`).
+
+    Kernel `[k]*ndim + [in/groups, out]`, stride `stride`, symmetric padding
+    (k−1)/2, so a centred smaller window of an odd kernel is exactly the smaller
+    convolution (output length ceil(L / stride) for odd k). `groups == in ==
+    out` makes it depthwise.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, ndim: int, *,
+                 rngs: nnx.Rngs, stride: int = 1, groups: int = 1, use_bias: bool = True):
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} "
+                             f"and out_channels={out_channels}")
+        shape = (kernel_size,) * ndim + (in_channels // groups, out_channels)
+        self.kernel = nnx.Param(_KAIMING_INIT(rngs.params(), shape),
+                                centred_axes=tuple(range(ndim)))
+        self.bias = nnx.Param(jnp.zeros((out_channels,))) if use_bias else None
+        self.ndim, self.stride, self.groups = ndim, stride, groups
+
+    def __call__(self, x, out_mask=None, window=None):
+        kernel = self.kernel[...]
+        if window is not None:
+            kernel = kernel * window[(...,) + (None, None)]
+        k = kernel.shape[0]
+        spatial = "HWD"[:self.ndim] if self.ndim > 1 else "W"
+        dims = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
+        y = jax.lax.conv_general_dilated(
+            x, kernel, window_strides=(self.stride,) * self.ndim,
+            padding=[((k - 1) // 2, (k - 1) // 2)] * self.ndim,
+            dimension_numbers=dims, feature_group_count=self.groups)
+        if self.bias is not None:
+            y = y + self.bias[...]
+        return _masked(y, out_mask)
+
+
+class BatchNorm(nnx.Module):
+    """BatchNorm over the last axis with statistics of the active channels only.
+
+    Training mode normalises with the batch statistics and moves the running
+    statistics of active channels (mask > 0) only, so a narrow sub-network never
+    overwrites the statistics of channels it does not use.
+    """
+
+    def __init__(self, num_features: int, *, momentum: float = 0.9, eps: float = 1e-5,
+                 affine: bool = True):
+        self.scale = nnx.Param(jnp.ones((num_features,))) if affine else None
+        self.bias = nnx.Param(jnp.zeros((num_features,))) if affine else None
+        self.mean = nnx.BatchStat(jnp.zeros((num_features,)))
+        self.var = nnx.BatchStat(jnp.ones((num_features,)))
+        self.momentum, self.eps = momentum, eps
+
+    def __call__(self, x, mask=None, train: bool = False):
+        if train:
+            axes = tuple(range(x.ndim - 1))
+            mean = jnp.mean(x, axes)
+            var = jnp.mean(jnp.square(x - mean), axes)
+            active = True if mask is None else mask > 0
+            m = self.momentum
+            self.mean[...] = jnp.where(active, m * self.mean[...] + (1 - m) * mean, self.mean[...])
+            self.var[...] = jnp.where(active, m * self.var[...] + (1 - m) * var, self.var[...])
+        else:
+            mean, var = self.mean[...], self.var[...]
+        y = (x - mean) * jax.lax.rsqrt(var + self.eps)
+        if self.scale is not None:
+            y = y * self.scale[...] + self.bias[...]
+        return _masked(y, mask)
+
+
+class LayerNorm(nnx.Module):
+    """LayerNorm over the last axis, dividing by the active width Σ mask, not the max width."""
+
+    def __init__(self, num_features: int, *, eps: float = 1e-6):
+        self.scale = nnx.Param(jnp.ones((num_features,)))
+        self.bias = nnx.Param(jnp.zeros((num_features,)))
+        self.eps = eps
+
+    def __call__(self, x, mask=None):
+        if mask is None:
+            mask = jnp.ones(x.shape[-1], x.dtype)
+        width = jnp.sum(mask)
+        mean = jnp.sum(x * mask, -1, keepdims=True) / width
+        var = jnp.sum(jnp.square(x - mean) * mask, -1, keepdims=True) / width
+        y = (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+        return y * mask
+
+
+class MultiHeadAttention(nnx.Module):
+    """Self-attention with entangled embed width and head count.
+
+    `qkv: [embed, 3, heads, head_dim]` and `proj: [heads, head_dim, embed]` keep
+    the head axis explicit so that fewer heads are a prefix slice; a head mask
+    zeroes the outputs of inactive heads, an embed mask the inactive features.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, head_dim: int, *, rngs: nnx.Rngs):
+        init = nnx.initializers.lecun_normal(in_axis=0, out_axis=(1, 2, 3))
+        self.qkv = nnx.Param(init(rngs.params(), (embed_dim, 3, num_heads, head_dim)))
+        self.qkv_bias = nnx.Param(jnp.zeros((3, num_heads, head_dim)))
+        proj_init = nnx.initializers.lecun_normal(in_axis=(0, 1), out_axis=2)
+        self.proj = nnx.Param(proj_init(rngs.params(), (num_heads, head_dim, embed_dim)))
+        self.proj_bias = nnx.Param(jnp.zeros((embed_dim,)))
+        self.head_dim = head_dim
+
+    def __call__(self, x, head_mask=None, embed_mask=None):
+        """x: [batch, tokens, embed] → [batch, tokens, embed]."""
+        qkv = jnp.einsum("bte,eshd->sbthd", x, self.qkv[...]) + self.qkv_bias[...][:, None, None]
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        logits = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(float(self.head_dim))
+        attn = jax.nn.softmax(logits, axis=-1)
+        out = jnp.einsum("bhts,bshd->bthd", attn, v)
+        if head_mask is not None:
+            out = out * head_mask[:, None]
+        y = jnp.einsum("bthd,hde->bte", out, self.proj[...]) + self.proj_bias[...]
+        return _masked(y, embed_mask)
+
+
+def max_pool(x, window: int, stride: int):
+    """Max pool over the spatial axes of `[batch, *spatial, channels]`, VALID padding."""
+    nd = x.ndim - 2
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1,) + (window,) * nd + (1,),
+                                 (1,) + (stride,) * nd + (1,), "VALID")
+
+
+def avg_pool_same(x, window: int):
+    """Stride-1 average pool with padding (window−1)/2 that ignores padded positions."""
+    nd = x.ndim - 2
+    dims = (1,) + (window,) * nd + (1,)
+    pad = [(0, 0)] + [((window - 1) // 2, (window - 1) // 2)] * nd + [(0, 0)]
+    total = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, (1,) * x.ndim, pad)
+    ones = jnp.ones((1,) + x.shape[1:-1] + (1,), x.dtype)
+    count = jax.lax.reduce_window(ones, 0.0, jax.lax.add, dims, (1,) * x.ndim, pad)
+    return total / count
+
+
+def avg_pool(x, window: int):
+    """Non-overlapping average pool (stride = window), VALID padding."""
+    nd = x.ndim - 2
+    dims = (1,) + (window,) * nd + (1,)
+    return jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, dims, "VALID") / window ** nd
+
+
+ACTIVATIONS = {
+    "relu": jax.nn.relu,
+    "gelu": jax.nn.gelu,
+    "tanh": jnp.tanh,
+    "silu": jax.nn.silu,
+    "hswish": jax.nn.hard_swish,
+}
+
+
+def activation_mixture(p, names: Sequence[str], x):
+    """Σ_k p_k act_k(x): one-hot p gives exactly the chosen activation."""
+    return mixture(p, [ACTIVATIONS[n](x) for n in names])

@@ -1,0 +1,54 @@
+"""Search spaces: the Space core and one file per shipped space, registered by name.
+
+    import spaces
+    space = spaces.get("cnn1d")
+    arch = space.sample(seed=0)
+
+A user's own space is a `Space` subclass (or a factory returning one) passed to
+`spaces.register(name, factory)`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from spaces.core import Arch, Space, closest
+
+_REGISTRY: dict[str, Callable[..., Space]] = {}
+
+
+def register(name: str, factory: Callable[..., Space] | None = None, *, overwrite: bool = False):
+    """Register `factory(**options) -> Space` under `name`; usable as a decorator."""
+    def add(f):
+        if name in _REGISTRY and not overwrite:
+            raise ValueError(f"space {name!r} is already registered (pass overwrite=True)")
+        _REGISTRY[name] = f
+        return f
+    return add(factory) if factory is not None else add
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get(name: str, **options) -> Space:
+    """A fresh instance of the registered space `name` (options go to its factory)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown space {name!r}{closest(name, _REGISTRY)}; "
+                         f"spaces are {names()}")
+    return _REGISTRY[name](**options)
+
+
+def from_dict(description: dict) -> Space:
+    """Rebuild a space from `Space.to_dict()` (restrictions and binding included)."""
+    name, config = description["name"], description.get("config", {})
+    space = get(name, **config) if name in _REGISTRY else Space(description["choices"], name=name)
+    for key, options in description["choices"].items():
+        space = space.restrict(key, options)
+    if description.get("input_shape") is not None:
+        space = space.bind(description["input_shape"], description["num_classes"])
+    return space
+
+
+from spaces import cnn1d, convnet, mlp, nb201, vit  # noqa: E402  (each registers itself)
+
+__all__ = ["Arch", "Space", "from_dict", "get", "names", "register"]

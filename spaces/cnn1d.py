@@ -1,0 +1,101 @@
+"""`cnn1d`: the MNIST-1D benchmark space.
+
+Input `[batch, 40, 1]`. Three stages s = 0, 1, 2; stage s is `depth_s` ×
+[Conv1D(`channels_s`, `kernel_s`, padding SAME) → ReLU]; max-pool (window 2,
+stride 2) after stages 0 and 1; head = global average pool → Dense(classes).
+Choices `channels_s` {8,16,24,32}, `kernel_s` {3,5,7}, `depth_s` {1,2,3}.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+import nas
+from nas import layers, masks
+from spaces import register
+from spaces.core import Space
+
+STAGES = 3
+CHANNELS = (8, 16, 24, 32)
+KERNELS = (3, 5, 7)
+DEPTHS = (1, 2, 3)
+
+
+class CNN1DSupernet(nas.Supernet):
+    def __init__(self, space: "CNN1DSpace", *, rngs: nnx.Rngs):
+        self.space = space
+        c = space.choices
+        in_channels = space.input_shape[-1]
+        stages = []
+        for s in range(STAGES):
+            width, kernel = max(c[f"channels_{s}"]), max(c[f"kernel_{s}"])
+            stage = []
+            for _ in range(max(c[f"depth_{s}"])):
+                stage.append(layers.Conv(in_channels, width, kernel, 1, rngs=rngs))
+                in_channels = width
+            stages.append(nnx.List(stage))
+        self.stages = nnx.List(stages)
+        self.head = layers.Dense(in_channels, space.num_classes, rngs=rngs)
+
+    def forward(self, x, probs, train: bool = False):
+        """x: [batch, length, 1] (or [batch, length]) → logits [batch, num_classes]."""
+        c = self.space.choices
+        h = x.reshape(x.shape[0], self.space.input_shape[0], -1)
+        for s, stage in enumerate(self.stages):
+            kernel = stage[0].kernel
+            mask = masks.prefix_mask(probs[f"channels_{s}"], c[f"channels_{s}"], kernel.shape[-1])
+            window = masks.window_mask(probs[f"kernel_{s}"], c[f"kernel_{s}"], kernel.shape[0], 1)
+            outputs = []
+            for conv in stage:
+                h = jax.nn.relu(conv(h, mask, window))
+                outputs.append(h)
+            depth = masks.depth_weights(probs[f"depth_{s}"], c[f"depth_{s}"], len(stage))
+            h = masks.mixture(depth, outputs)
+            if s < STAGES - 1:
+                h = layers.max_pool(h, 2, 2)
+        return self.head(jnp.mean(h, axis=1))
+
+
+class CNN1DSpace(Space):
+    name = "cnn1d"
+    supernet_class = CNN1DSupernet
+    default_input_shape = (40, 1)
+    default_num_classes = 10
+
+    def __init__(self, channels=CHANNELS, kernels=KERNELS, depths=DEPTHS, **kw):
+        choices = {}
+        for s in range(STAGES):
+            choices[f"channels_{s}"] = tuple(channels)
+            choices[f"kernel_{s}"] = tuple(kernels)
+            choices[f"depth_{s}"] = tuple(depths)
+        super().__init__(choices, channels=tuple(channels), kernels=tuple(kernels),
+                         depths=tuple(depths), **kw)
+
+    def _check_shape(self):
+        if len(self.input_shape) > 2 or (len(self.input_shape) == 2 and self.input_shape[1] != 1):
+            raise ValueError(f"cnn1d takes inputs [length] or [length, 1], got {self.input_shape}")
+        if self.input_shape[0] < 4:
+            raise ValueError(f"cnn1d needs length ≥ 4 (two poolings), got {self.input_shape[0]}")
+
+    def _layers(self, arch):
+        """(length, kernel, in_channels, out_channels) of every conv of `arch`."""
+        length, cin, out = self.input_shape[0], 1, []
+        for s in range(STAGES):
+            cout, k = arch[f"channels_{s}"], arch[f"kernel_{s}"]
+            for _ in range(arch[f"depth_{s}"]):
+                out.append((length, k, cin, cout))
+                cin = cout
+            length //= 2
+        return out, cin
+
+    def _params(self, arch):
+        convs, last = self._layers(arch)
+        return sum(k * ci * co + co for _, k, ci, co in convs) + last * self.num_classes + self.num_classes
+
+    def _flops(self, arch):
+        convs, last = self._layers(arch)
+        return sum(n * k * ci * co for n, k, ci, co in convs) + last * self.num_classes
+
+
+register("cnn1d", CNN1DSpace)

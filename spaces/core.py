@@ -1,0 +1,315 @@
+"""Space: an ordered set of named choices, each with ordered options.
+
+Architectures are plain JSON-able dicts `{choice name: option}`. Inside `jit`
+they travel as encodings: an option index per choice, or one probability vector
+per choice (one-hot for a discrete architecture). A space that ships a supernet
+also knows its analytic cost (`params`, `flops`) for a given input shape and
+class count, which it carries (`bind`).
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+import json
+import math
+from typing import Any, Iterator, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Arch = dict[str, Any]
+
+_SCALARS = (bool, int, float, str)
+
+
+def closest(name: str, valid: Sequence[str]) -> str:
+    """' (did you mean X?)' when a close valid name exists, else ''."""
+    match = difflib.get_close_matches(name, list(valid), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+class Space:
+    """Named choices with ordered options, plus (for shipped spaces) a supernet and costs.
+
+    Subclasses set `name`, `supernet_class`, `default_input_shape`,
+    `default_num_classes`, and implement `_params(arch)` / `_flops(arch)`
+    for the bound `input_shape` and `num_classes`.
+    """
+
+    name = "custom"
+    supernet_class = None
+    default_input_shape: tuple[int, ...] | None = None
+    default_num_classes: int | None = None
+
+    def __init__(self, choices: Mapping[str, Sequence], *, name: str | None = None,
+                 input_shape: Sequence[int] | None = None, num_classes: int | None = None,
+                 **config):
+        if not choices:
+            raise ValueError("a space needs at least one choice")
+        self._choices: dict[str, tuple] = {}
+        for key, options in choices.items():
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"choice names must be non-empty strings, got {key!r}")
+            options = tuple(options)
+            if not options:
+                raise ValueError(f"choice {key!r} has no options")
+            bad = [o for o in options if not isinstance(o, _SCALARS)]
+            if bad:
+                raise ValueError(f"choice {key!r}: option {bad[0]!r} is not a JSON scalar "
+                                 "(int, float, str or bool)")
+            if len(set(options)) != len(options):
+                raise ValueError(f"choice {key!r} repeats an option: {options}")
+            self._choices[key] = options
+        if name is not None:
+            self.name = name
+        self.input_shape = tuple(input_shape) if input_shape is not None else (
+            tuple(self.default_input_shape) if self.default_input_shape else None)
+        self.num_classes = num_classes if num_classes is not None else self.default_num_classes
+        self.config = dict(config)
+
+    @classmethod
+    def from_choices(cls, choices: Mapping[str, Sequence], name: str = "custom") -> "Space":
+        """A black-box space with no supernet: sampling, evolution and encodings only."""
+        return Space(choices, name=name)
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def choices(self) -> dict[str, tuple]:
+        return dict(self._choices)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._choices)
+
+    def size(self) -> int:
+        """Number of architectures (product of option counts)."""
+        return math.prod(len(o) for o in self._choices.values())
+
+    def enumerate(self, limit: int = 1_000_000) -> Iterator[Arch]:
+        """Every architecture, in index order; refuses spaces larger than `limit`."""
+        if self.size() > limit:
+            raise ValueError(f"space {self.name!r} has {self.size()} architectures, more than "
+                             f"limit={limit}; sample it instead")
+        for combo in itertools.product(*self._choices.values()):
+            yield dict(zip(self._choices, combo))
+
+    def _copy(self, **attrs) -> "Space":
+        clone = copy.copy(self)
+        clone._choices = dict(self._choices)
+        clone.config = dict(self.config)
+        for key, value in attrs.items():
+            setattr(clone, key, value)
+        return clone
+
+    def restrict(self, name: str, options: Sequence) -> "Space":
+        """The sub-space where choice `name` keeps only `options` (original order kept)."""
+        self._check_name(name)
+        allowed = self._choices[name]
+        wanted = list(options)
+        for option in wanted:
+            if option not in allowed:
+                raise ValueError(f"restrict: {option!r} is not an option of {name!r}; "
+                                 f"options are {list(allowed)}")
+        kept = tuple(o for o in allowed if o in wanted)
+        if not kept:
+            raise ValueError(f"restrict: choice {name!r} would have no options left")
+        clone = self._copy()
+        clone._choices[name] = kept
+        return clone
+
+    def fix(self, arch: Mapping) -> "Space":
+        """The one-architecture space of `arch` (every choice restricted to its option)."""
+        arch = self.validate(arch)
+        clone = self._copy()
+        clone._choices = {k: (v,) for k, v in arch.items()}
+        return clone
+
+    def bind(self, input_shape: Sequence[int] | None = None,
+             num_classes: int | None = None) -> "Space":
+        """This space for inputs `[batch, *input_shape]` and `num_classes` outputs."""
+        shape = tuple(input_shape) if input_shape is not None else self.input_shape
+        classes = num_classes if num_classes is not None else self.num_classes
+        if shape is None or classes is None:
+            raise ValueError(f"space {self.name!r} needs input_shape and num_classes")
+        if any(not isinstance(d, (int, np.integer)) or d < 1 for d in shape):
+            raise ValueError(f"input_shape must be positive integers, got {shape}")
+        if not isinstance(classes, (int, np.integer)) or classes < 2:
+            raise ValueError(f"num_classes must be an integer ≥ 2, got {classes!r}")
+        bound = self._copy(input_shape=tuple(int(d) for d in shape), num_classes=int(classes))
+        bound._check_shape()
+        return bound
+
+    def _check_shape(self) -> None:
+        """Subclasses reject input shapes their supernet cannot take."""
+
+    def _key(self):
+        return (type(self).__name__, self.name, tuple(self._choices.items()), self.input_shape,
+                self.num_classes, tuple(sorted(self.config.items())))
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __eq__(self, other):
+        return isinstance(other, Space) and self._key() == other._key()
+
+    def __repr__(self):
+        return f"<Space {self.name!r}: {len(self._choices)} choices, {self.size()} archs>"
+
+    # ------------------------------------------------------------------ archs
+    def _check_name(self, name: str) -> None:
+        if name not in self._choices:
+            raise ValueError(f"unknown choice {name!r}{closest(name, self._choices)}; "
+                             f"choices are {list(self._choices)}")
+
+    def validate(self, arch: Mapping) -> Arch:
+        """The arch as a canonical dict in choice order; ValueError naming the bad key,
+        the bad value and the allowed options."""
+        if not isinstance(arch, Mapping):
+            raise ValueError(f"an arch must be a dict of choice → option, got {type(arch).__name__}")
+        for key in arch:
+            if key not in self._choices:
+                raise ValueError(f"arch has unknown choice {key!r}{closest(str(key), self._choices)};"
+                                 f" choices of space {self.name!r} are {list(self._choices)}")
+        canonical = {}
+        for key, options in self._choices.items():
+            if key not in arch:
+                raise ValueError(f"arch is missing choice {key!r} (options: {list(options)})")
+            value = arch[key]
+            matches = [o for o in options if isinstance(value, _SCALARS) and o == value
+                       and isinstance(o, bool) == isinstance(value, bool)]
+            if not matches:
+                raise ValueError(f"arch[{key!r}] = {value!r} is not allowed; "
+                                 f"options are {list(options)}")
+            canonical[key] = matches[0]
+        return canonical
+
+    def sample(self, seed: int | np.random.Generator = 0) -> Arch:
+        """A uniformly random architecture."""
+        rng = np.random.default_rng(seed)
+        return {k: opts[rng.integers(len(opts))] for k, opts in self._choices.items()}
+
+    def mutate(self, arch: Mapping, seed: int | np.random.Generator = 0,
+               prob: float | None = None) -> Arch:
+        """A mutated copy. Default: exactly one decision changes to another option
+        (aging evolution). With `prob`: each decision is resampled to a different
+        option with that probability (AutoFormer-style)."""
+        arch = self.validate(arch)
+        rng = np.random.default_rng(seed)
+        free = [k for k, opts in self._choices.items() if len(opts) > 1]
+        if not free:
+            return arch
+        if prob is None:
+            targets = [free[rng.integers(len(free))]]
+        else:
+            if not 0.0 <= prob <= 1.0:
+                raise ValueError(f"mutate: prob must be in [0, 1], got {prob}")
+            targets = [k for k in free if rng.random() < prob]
+        child = dict(arch)
+        for key in targets:
+            others = [o for o in self._choices[key] if o != arch[key]]
+            child[key] = others[rng.integers(len(others))]
+        return child
+
+    def crossover(self, a: Mapping, b: Mapping, seed: int | np.random.Generator = 0) -> Arch:
+        """Uniform crossover: each decision from `a` or `b` with probability 1/2."""
+        a, b = self.validate(a), self.validate(b)
+        rng = np.random.default_rng(seed)
+        return {k: (a[k] if rng.random() < 0.5 else b[k]) for k in self._choices}
+
+    def arch_to_json(self, arch: Mapping) -> str:
+        return json.dumps(self.validate(arch))
+
+    def arch_from_json(self, text: str) -> Arch:
+        return self.validate(json.loads(text))
+
+    def to_dict(self) -> dict:
+        """JSON-able description; `spaces.from_dict` rebuilds an equal space."""
+        return {"name": self.name, "choices": {k: list(v) for k, v in self._choices.items()},
+                "input_shape": list(self.input_shape) if self.input_shape else None,
+                "num_classes": self.num_classes, "config": dict(self.config)}
+
+    # ------------------------------------------------------------------ encodings
+    def indices(self, arch: Mapping) -> dict[str, int]:
+        arch = self.validate(arch)
+        return {k: self._choices[k].index(v) for k, v in arch.items()}
+
+    def from_indices(self, indices: Mapping[str, int] | Sequence[int]) -> Arch:
+        if not isinstance(indices, Mapping):
+            indices = dict(zip(self._choices, indices))
+        out = {}
+        for key, options in self._choices.items():
+            i = int(indices[key])
+            if not 0 <= i < len(options):
+                raise ValueError(f"index {i} out of range for choice {key!r} "
+                                 f"({len(options)} options)")
+            out[key] = options[i]
+        return out
+
+    def index_vector(self, arch: Mapping) -> np.ndarray:
+        """Option indices as `int32[num_choices]` (stack these to batch a population)."""
+        return np.array(list(self.indices(arch).values()), np.int32)
+
+    def probs_from_index_vector(self, index_vector) -> dict[str, jax.Array]:
+        """One-hot probability vectors from `int32[num_choices]`; traceable (vmap a population)."""
+        return {k: jax.nn.one_hot(index_vector[i], len(opts), dtype=jnp.float32)
+                for i, (k, opts) in enumerate(self._choices.items())}
+
+    def one_hot(self, arch: Mapping) -> dict[str, np.ndarray]:
+        """One probability vector `float32[K]` per choice, one-hot at the arch's option."""
+        out = {}
+        for key, i in self.indices(arch).items():
+            vec = np.zeros(len(self._choices[key]), np.float32)
+            vec[i] = 1.0
+            out[key] = vec
+        return out
+
+    def uniform_probs(self) -> dict[str, np.ndarray]:
+        return {k: np.full(len(o), 1.0 / len(o), np.float32) for k, o in self._choices.items()}
+
+    def from_probs(self, probs: Mapping) -> Arch:
+        """The arch of the most probable option of each choice (argmax discretisation)."""
+        return {k: opts[int(np.argmax(np.asarray(probs[k])))] for k, opts in self._choices.items()}
+
+    def encode(self, arch=None) -> dict:
+        """Probability vectors for a supernet: from a hard arch, a soft one (arrays),
+        a mix of both, or None when every choice has a single option."""
+        if arch is None:
+            if self.size() != 1:
+                raise ValueError(f"space {self.name!r} has {self.size()} architectures: pass an arch")
+            return {k: np.ones(1, np.float32) for k in self._choices}
+        if not isinstance(arch, Mapping):
+            raise ValueError(f"an arch must be a dict of choice → option, got {type(arch).__name__}")
+        soft = {k: v for k, v in arch.items() if isinstance(v, (np.ndarray, jax.Array))}
+        hard = self.one_hot({**{k: self._choices[k][0] for k in soft if k in self._choices},
+                             **{k: v for k, v in arch.items() if k not in soft}})
+        for key, vec in soft.items():
+            if vec.shape != (len(self._choices[key]),):
+                raise ValueError(f"probs[{key!r}] has shape {vec.shape}; choice {key!r} has "
+                                 f"{len(self._choices[key])} options")
+            hard[key] = jnp.asarray(vec, jnp.float32)
+        return hard
+
+    # ------------------------------------------------------------------ costs
+    def params(self, arch: Mapping) -> int:
+        """Trainable parameters of the extracted model of `arch` (closed form)."""
+        return int(self._bound_for_cost()._params(self.validate(arch)))
+
+    def flops(self, arch: Mapping) -> int:
+        """Multiply–accumulates of one forward pass of one example (closed form;
+        the NAS convention calls these FLOPs): every matmul and convolution."""
+        return int(self._bound_for_cost()._flops(self.validate(arch)))
+
+    def _bound_for_cost(self) -> "Space":
+        if self.supernet_class is None:
+            raise TypeError(f"space {self.name!r} has no supernet and so no cost model")
+        if self.input_shape is None or self.num_classes is None:
+            raise ValueError(f"space {self.name!r}: bind(input_shape, num_classes) first")
+        return self
+
+    def _params(self, arch: Arch) -> int:
+        raise NotImplementedError
+
+    def _flops(self, arch: Arch) -> int:
+        raise NotImplementedError

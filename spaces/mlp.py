@@ -1,0 +1,77 @@
+"""`mlp`: a multilayer perceptron over flattened inputs.
+
+Choices: `depth` {1,2,3,4}, `width_i` {16,32,64,128,256} for hidden layer i,
+`activation` {relu, gelu, tanh, silu}. Layer i is Dense(width_i) → activation;
+the classifier reads the output after the chosen depth (depth mixing).
+"""
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+from flax import nnx
+
+import nas
+from nas import layers, masks
+from spaces import register
+from spaces.core import Space
+
+WIDTHS = (16, 32, 64, 128, 256)
+ACTIVATIONS = ("relu", "gelu", "tanh", "silu")
+
+
+class MLPSupernet(nas.Supernet):
+    def __init__(self, space: "MLPSpace", *, rngs: nnx.Rngs):
+        self.space = space
+        c = space.choices
+        self.max_depth = max(c["depth"])
+        widths = [max(c[f"width_{i}"]) for i in range(self.max_depth)]
+        fan_in = [math.prod(space.input_shape)] + widths[:-1]
+        self.hidden = nnx.List([layers.Dense(i, o, rngs=rngs) for i, o in zip(fan_in, widths)])
+        # The classifier reads the last layer of any candidate depth: its widest one.
+        head_in = max(widths[d - 1] for d in c["depth"])
+        self.head = layers.Dense(head_in, space.num_classes, rngs=rngs)
+
+    def forward(self, x, probs, train: bool = False):
+        """x: [batch, *input_shape] → logits [batch, num_classes]."""
+        c = self.space.choices
+        h = x.reshape(x.shape[0], -1)
+        head_in = self.head.kernel.shape[0]
+        candidates = []
+        for i, layer in enumerate(self.hidden):
+            name = f"width_{i}"
+            mask = masks.prefix_mask(probs[name], c[name], layer.kernel.shape[1])
+            h = layers.activation_mixture(probs["activation"], c["activation"], layer(h, mask))
+            if i + 1 in c["depth"]:
+                candidates.append(jnp.pad(h, ((0, 0), (0, head_in - h.shape[-1]))))
+        depth = masks.depth_weights(probs["depth"], c["depth"], self.max_depth)
+        weights = [depth[d - 1] for d in sorted(c["depth"])]
+        return self.head(masks.mixture(jnp.stack(weights), candidates))
+
+
+class MLPSpace(Space):
+    name = "mlp"
+    supernet_class = MLPSupernet
+    default_input_shape = (64,)
+    default_num_classes = 10
+
+    def __init__(self, max_depth: int = 4, widths=WIDTHS, activations=ACTIVATIONS, **kw):
+        choices = {"depth": tuple(range(1, max_depth + 1))}
+        choices.update({f"width_{i}": tuple(widths) for i in range(max_depth)})
+        choices["activation"] = tuple(activations)
+        super().__init__(choices, max_depth=max_depth, widths=tuple(widths),
+                         activations=tuple(activations), **kw)
+
+    def _layer_sizes(self, arch):
+        return [math.prod(self.input_shape)] + [arch[f"width_{i}"] for i in range(arch["depth"])]
+
+    def _params(self, arch):
+        sizes = self._layer_sizes(arch) + [self.num_classes]
+        return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+    def _flops(self, arch):
+        sizes = self._layer_sizes(arch) + [self.num_classes]
+        return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+register("mlp", MLPSpace)
