@@ -230,6 +230,32 @@ class Space:
                 "input_shape": list(self.input_shape) if self.input_shape else None,
                 "num_classes": self.num_classes, "config": dict(self.config)}
 
+    def extremes(self, cost, limit: int = 50_000) -> tuple[Arch, Arch, bool]:
+        """(argmin, argmax, exact) of `cost(arch)` over the space. Exact by enumeration
+        up to `limit` archs; beyond, coordinate descent/ascent from the first/last
+        options (exact for costs monotone in each choice, as the shipped spaces are)."""
+        if self.size() <= limit:
+            archs = list(self.enumerate())
+            values = [cost(a) for a in archs]
+            return archs[int(np.argmin(values))], archs[int(np.argmax(values))], True
+
+        def coordinate(sign, start):
+            arch, best = dict(start), sign * cost(start)
+            improved = True
+            while improved:
+                improved = False
+                for key, options in self._choices.items():
+                    for option in options:
+                        trial = {**arch, key: option}
+                        value = sign * cost(trial)
+                        if value < best:
+                            arch, best, improved = trial, value, True
+            return arch
+
+        first = {k: o[0] for k, o in self._choices.items()}
+        last = {k: o[-1] for k, o in self._choices.items()}
+        return coordinate(1, first), coordinate(-1, last), False
+
     # ------------------------------------------------------------------ encodings
     def indices(self, arch: Mapping) -> dict[str, int]:
         arch = self.validate(arch)

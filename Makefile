@@ -1,0 +1,28 @@
+# jaxnas — `make demo` and `make test` work on a fresh machine (they install first).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+NAS := $(VENV)/bin/nas
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: install
+	$(NAS) train --space cnn1d --arch examples/cnn1d_mnist1d_paper.json --data mnist1d --epochs 100
+
+test: install
+	$(PY) -m pytest -n 2 tests
+
+bench: install
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Everything that runs: config, data, training loops, checkpoints, export, the `nas` CLI."""

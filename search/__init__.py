@@ -1,0 +1,1 @@
+"""Controllers: gradient (DARTS/DrNAS/GDAS), sampled one-shot training, evolution, proxies."""

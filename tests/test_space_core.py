@@ -1,0 +1,160 @@
+import itertools
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import spaces
+from spaces import Space
+
+CHOICES = {"depth": (1, 2, 3), "width": (8, 16), "act": ("relu", "tanh"), "ratio": (3.5, 4.0)}
+
+
+@pytest.fixture
+def space():
+    return Space.from_choices(CHOICES, name="toy")
+
+
+def test_size_and_enumerate_match_brute_force(space):
+    brute = [dict(zip(CHOICES, combo)) for combo in itertools.product(*CHOICES.values())]
+    assert space.size() == len(brute) == 24
+    assert list(space.enumerate()) == brute
+    with pytest.raises(ValueError, match="limit"):
+        list(space.enumerate(limit=10))
+
+
+def test_validate_names_bad_key_value_and_options(space):
+    good = {"depth": 2, "width": 8, "act": "relu", "ratio": 4}
+    assert space.validate(good) == {"depth": 2, "width": 8, "act": "relu", "ratio": 4.0}
+    with pytest.raises(ValueError, match=r"arch\['width'\] = 12 .*options are \[8, 16\]"):
+        space.validate({**good, "width": 12})
+    with pytest.raises(ValueError, match=r"unknown choice 'widht'.*did you mean 'width'"):
+        space.validate({**good, "widht": 8})
+    with pytest.raises(ValueError, match=r"missing choice 'act'.*\['relu', 'tanh'\]"):
+        space.validate({k: v for k, v in good.items() if k != "act"})
+    with pytest.raises(ValueError, match="True is not allowed"):
+        space.validate({**good, "depth": True})
+
+
+def test_sample_is_deterministic_and_valid(space):
+    assert space.sample(seed=3) == space.sample(seed=3)
+    seen = {json.dumps(space.sample(seed=s)) for s in range(200)}
+    assert len(seen) == space.size()  # 200 draws cover all 24 archs
+    for s in range(20):
+        space.validate(space.sample(seed=s))
+
+
+def test_mutate_changes_exactly_one_decision(space):
+    for s in range(30):
+        parent = space.sample(seed=s)
+        child = space.mutate(parent, seed=s)
+        assert sum(parent[k] != child[k] for k in CHOICES) == 1
+        space.validate(child)
+
+
+def test_mutate_with_probability_one_changes_everything(space):
+    parent = space.sample(seed=0)
+    child = space.mutate(parent, seed=1, prob=1.0)
+    assert all(parent[k] != child[k] for k in CHOICES)
+    assert space.mutate(parent, seed=1, prob=0.0) == parent
+    with pytest.raises(ValueError, match="prob"):
+        space.mutate(parent, prob=1.5)
+
+
+def test_crossover_takes_each_decision_from_a_parent(space):
+    a, b = space.sample(seed=0), space.mutate(space.sample(seed=0), seed=0, prob=1.0)
+    mixes = [space.crossover(a, b, seed=s) for s in range(50)]
+    for child in mixes:
+        assert all(child[k] in (a[k], b[k]) for k in CHOICES)
+    assert any(child != a and child != b for child in mixes)
+
+
+def test_restrict_and_fix(space):
+    sub = space.restrict("width", [16])
+    assert sub.choices["width"] == (16,) and sub.size() == 12
+    assert space.choices["width"] == (8, 16)  # original untouched
+    assert space.restrict("depth", [3, 1]).choices["depth"] == (1, 3)  # original order kept
+    with pytest.raises(ValueError, match="32 is not an option of 'width'"):
+        space.restrict("width", [32])
+    with pytest.raises(ValueError, match="no options left"):
+        space.restrict("width", [])
+    arch = space.sample(seed=1)
+    fixed = space.fix(arch)
+    assert fixed.size() == 1 and list(fixed.enumerate()) == [arch]
+
+
+def test_json_round_trips(space):
+    arch = space.sample(seed=5)
+    assert space.arch_from_json(space.arch_to_json(arch)) == arch
+    rebuilt = spaces.from_dict(json.loads(json.dumps(space.restrict("depth", [2, 3]).to_dict())))
+    assert rebuilt.choices == space.restrict("depth", [2, 3]).choices
+    shipped = spaces.get("cnn1d").restrict("kernel_0", [5]).bind((40, 1), 10)
+    assert spaces.from_dict(json.loads(json.dumps(shipped.to_dict()))) == shipped
+
+
+def test_encodings_round_trip(space):
+    for s in range(10):
+        arch = space.sample(seed=s)
+        idx = space.indices(arch)
+        assert space.from_indices(idx) == arch
+        assert space.from_indices(space.index_vector(arch)) == arch
+        one_hot = space.one_hot(arch)
+        for key, vec in one_hot.items():
+            assert vec.sum() == 1.0 and vec[idx[key]] == 1.0
+        assert space.from_probs(one_hot) == arch
+
+
+def test_index_vector_to_probs_is_traceable(space):
+    archs = [space.sample(seed=s) for s in range(6)]
+    stacked = np.stack([space.index_vector(a) for a in archs])
+    probs = jax.jit(jax.vmap(space.probs_from_index_vector))(stacked)
+    for i, arch in enumerate(archs):
+        for key, vec in space.one_hot(arch).items():
+            np.testing.assert_array_equal(np.asarray(probs[key][i]), vec)
+
+
+def test_encode_mixes_hard_and_soft_and_checks_shapes(space):
+    arch = space.sample(seed=0)
+    soft = {**arch, "width": np.array([0.25, 0.75], np.float32)}
+    enc = space.encode(soft)
+    np.testing.assert_allclose(enc["width"], [0.25, 0.75])
+    np.testing.assert_array_equal(enc["depth"], space.one_hot(arch)["depth"])
+    with pytest.raises(ValueError, match=r"probs\['width'\] has shape \(3,\)"):
+        space.encode({**arch, "width": np.ones(3, np.float32)})
+    with pytest.raises(ValueError, match="pass an arch"):
+        space.encode(None)
+
+
+def test_extremes_match_brute_force(space):
+    def cost(a):
+        return a["depth"] * a["width"] + (5 if a["act"] == "tanh" else 0) - a["ratio"]
+    low, high, exact = space.extremes(cost)
+    values = [cost(a) for a in space.enumerate()]
+    assert exact and cost(low) == min(values) and cost(high) == max(values)
+    low2, high2, exact2 = space.extremes(cost, limit=1)  # coordinate search path
+    assert not exact2 and cost(low2) == min(values) and cost(high2) == max(values)
+
+
+def test_registry_get_register_and_errors():
+    assert set(spaces.names()) >= {"mlp", "cnn1d", "convnet", "vit", "nb201"}
+    with pytest.raises(ValueError, match="did you mean 'cnn1d'"):
+        spaces.get("cnn1")
+    spaces.register("toy_registered", lambda: Space.from_choices(CHOICES, name="toy_registered"))
+    assert spaces.get("toy_registered").size() == 24
+    with pytest.raises(ValueError, match="already registered"):
+        spaces.register("toy_registered", lambda: None)
+
+
+def test_black_box_space_has_no_costs(space):
+    with pytest.raises(TypeError, match="no supernet"):
+        space.params(space.sample(seed=0))
+
+
+def test_bad_space_definitions():
+    with pytest.raises(ValueError, match="'w' has no options"):
+        Space({"w": ()})
+    with pytest.raises(ValueError, match="repeats an option"):
+        Space({"w": (1, 1)})
+    with pytest.raises(ValueError, match="not a JSON scalar"):
+        Space({"w": ([1],)})
