@@ -88,7 +88,7 @@ def train(model: nnx.Module, data: Dataset, cfg: TrainConfig, arch=None,
     @jax.jit
     def step(params, rest, opt_state, x, y):
         def loss_fn(params):
-            net = nnx.merge(graphdef, params, rest)
+            net = nnx.merge(graphdef, params, rest, copy=True)
             loss = cross_entropy(net.forward(x, probs, train=True), y)
             return loss, nnx.split(net, nnx.Param, ...)[2]
         (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
