@@ -13,7 +13,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 
@@ -94,6 +93,9 @@ def count_params(model: nnx.Module) -> int:
 
 def _eqn_macs(eqn) -> int:
     name = eqn.primitive.name
+    if eqn.params.get("name") == "depthwise_conv":
+        kernel = eqn.invars[1].aval.shape
+        return math.prod(eqn.outvars[0].aval.shape) * math.prod(kernel[:-2])
     if name == "dot_general":
         (lhs_contract, _), _ = eqn.params["dimension_numbers"]
         lhs = eqn.invars[0].aval.shape
@@ -111,6 +113,8 @@ def _jaxpr_macs(jaxpr) -> int:
     total = 0
     for eqn in jaxpr.eqns:
         total += _eqn_macs(eqn)
+        if eqn.params.get("name") == "depthwise_conv":
+            continue
         for param in eqn.params.values():
             for sub in param if isinstance(param, (tuple, list)) else (param,):
                 inner = getattr(sub, "jaxpr", None)
@@ -123,6 +127,8 @@ def _jaxpr_macs(jaxpr) -> int:
 
 def count_macs(fn, *args) -> int:
     """Multiply–accumulates of every matmul and convolution `fn(*args)` really runs,
-    read off its jaxpr (an independent check of a space's analytic FLOPs)."""
+    read off its jaxpr (an independent check of a space's analytic FLOPs).
+    Depthwise convolutions run as shifted multiply–adds are counted by their
+    named call (`nas.layers.depthwise_conv`)."""
     closed = jax.make_jaxpr(fn)(*args)
     return _jaxpr_macs(closed.jaxpr)

@@ -49,6 +49,6 @@ def from_dict(description: dict) -> Space:
     return space
 
 
-from spaces import cnn1d, convnet, mlp, nb201, vit  # noqa: E402  (each registers itself)
+from spaces import cnn1d, convnet, mlp, nb201, vit  # noqa: E402, F401  (each registers itself)
 
 __all__ = ["Arch", "Space", "from_dict", "get", "names", "register"]

@@ -141,3 +141,19 @@ def test_count_macs_hand_computed():
                                          dimension_numbers=("NWC", "WIO", "NWC"))  # 10·4·(3·2) = 240
         return jax.jit(lambda a: a @ w.T)(y).sum() + c.sum()   # nested: 2·7·5 = 70
     assert count_macs(f, jnp.ones((2, 5)), jnp.ones((1, 10, 2))) == 70 + 240 + 70
+
+
+@pytest.mark.parametrize("ndim, stride, size", [(1, 1, 9), (1, 2, 9), (2, 1, 6), (2, 2, 7)])
+def test_depthwise_shift_sum_equals_grouped_convolution(ndim, stride, size):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2,) + (size,) * ndim + (6,)).astype(np.float32)
+    kernel = rng.normal(size=(5,) * ndim + (1, 6)).astype(np.float32)
+    spatial = "HW"[:ndim] if ndim > 1 else "W"
+    reference = jax.lax.conv_general_dilated(
+        x, kernel, (stride,) * ndim, [(2, 2)] * ndim,
+        dimension_numbers=("N" + spatial + "C", spatial + "IO", "N" + spatial + "C"),
+        feature_group_count=6)
+    got = layers.depthwise_conv(x, kernel, stride=stride)
+    np.testing.assert_allclose(got, reference, atol=1e-5)
+    assert count_macs(lambda a: layers.depthwise_conv(a, kernel, stride=stride), x) == \
+        got.size * 5 ** ndim
