@@ -89,13 +89,11 @@ class CNN1DSpace(Space):
             length //= 2
         return out, cin
 
-    def _params(self, arch):
+    def _costs(self, arch):
         convs, last = self._layers(arch)
-        return sum(k * ci * co + co for _, k, ci, co in convs) + last * self.num_classes + self.num_classes
-
-    def _flops(self, arch):
-        convs, last = self._layers(arch)
-        return sum(n * k * ci * co for n, k, ci, co in convs) + last * self.num_classes
+        params = sum(k * ci * co + co for _, k, ci, co in convs) + (last + 1) * self.num_classes
+        macs = sum(n * k * ci * co for n, k, ci, co in convs) + last * self.num_classes
+        return params, macs
 
 
 register("cnn1d", CNN1DSpace)

@@ -140,11 +140,5 @@ class ConvNetSpace(Space):
         macs += cfg["head_channels"] * self.num_classes
         return params, macs
 
-    def _params(self, arch):
-        return self._costs(arch)[0]
-
-    def _flops(self, arch):
-        return self._costs(arch)[1]
-
 
 register("convnet", ConvNetSpace)

@@ -34,7 +34,7 @@ class Space:
     """Named choices with ordered options, plus (for shipped spaces) a supernet and costs.
 
     Subclasses set `name`, `supernet_class`, `default_input_shape`,
-    `default_num_classes`, and implement `_params(arch)` / `_flops(arch)`
+    `default_num_classes`, and implement `_costs(arch) -> (params, MACs)`
     for the bound `input_shape` and `num_classes`.
     """
 
@@ -320,12 +320,12 @@ class Space:
     # ------------------------------------------------------------------ costs
     def params(self, arch: Mapping) -> int:
         """Trainable parameters of the extracted model of `arch` (closed form)."""
-        return int(self._bound_for_cost()._params(self.validate(arch)))
+        return int(self._bound_for_cost()._costs(self.validate(arch))[0])
 
     def flops(self, arch: Mapping) -> int:
         """Multiply–accumulates of one forward pass of one example (closed form;
         the NAS convention calls these FLOPs): every matmul and convolution."""
-        return int(self._bound_for_cost()._flops(self.validate(arch)))
+        return int(self._bound_for_cost()._costs(self.validate(arch))[1])
 
     def _bound_for_cost(self) -> "Space":
         if self.supernet_class is None:
@@ -334,8 +334,6 @@ class Space:
             raise ValueError(f"space {self.name!r}: bind(input_shape, num_classes) first")
         return self
 
-    def _params(self, arch: Arch) -> int:
-        raise NotImplementedError
-
-    def _flops(self, arch: Arch) -> int:
-        raise NotImplementedError
+    def _costs(self, arch: Arch) -> tuple[int, int]:
+        """(params, MACs) of the compact model of a validated arch; shipped spaces override."""
+        raise TypeError(f"space {self.name!r} defines no cost model")

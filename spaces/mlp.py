@@ -65,13 +65,10 @@ class MLPSpace(Space):
     def _layer_sizes(self, arch):
         return [math.prod(self.input_shape)] + [arch[f"width_{i}"] for i in range(arch["depth"])]
 
-    def _params(self, arch):
+    def _costs(self, arch):
         sizes = self._layer_sizes(arch) + [self.num_classes]
-        return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-
-    def _flops(self, arch):
-        sizes = self._layer_sizes(arch) + [self.num_classes]
-        return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+        pairs = list(zip(sizes[:-1], sizes[1:]))
+        return sum(a * b + b for a, b in pairs), sum(a * b for a, b in pairs)
 
 
 register("mlp", MLPSpace)

@@ -158,11 +158,6 @@ class NB201Space(Space):
         macs += 4 * c * self.num_classes
         return params, macs
 
-    def _params(self, arch):
-        return self._costs(arch)[0]
-
-    def _flops(self, arch):
-        return self._costs(arch)[1]
 
     def to_nb201_string(self, arch) -> str:
         """NAS-Bench-201's arch string, e.g. `|nor_conv_3x3~0|+|none~0|skip_connect~1|+|…|`."""

@@ -114,11 +114,5 @@ class ViTSpace(Space):
             macs += tokens * (3 * e * inner + inner * e + 2 * e * hidden) + 2 * tokens * tokens * inner
         return params, macs
 
-    def _params(self, arch):
-        return self._costs(arch)[0]
-
-    def _flops(self, arch):
-        return self._costs(arch)[1]
-
 
 register("vit", ViTSpace)
