@@ -80,9 +80,9 @@ def test_console_script_help():
 def test_paper_cnn_learns_mnist1d():
     data = datasets.load("mnist1d", seed=0)
     model = nas.supernet(spaces.get("cnn1d").fix(PAPER_CNN), seed=0)
-    result = train(model, data, TrainConfig(epochs=25), progress=False)
-    # 100 epochs reach ≈ 95 % (make demo); 25 already clear 90 %.
-    assert result.test_accuracy > 0.9
+    result = train(model, data, TrainConfig(epochs=100), progress=False)
+    # The CNN of the MNIST-1D paper reports ≈ 94 %; this recipe (make demo) gets 94.7–95.7 %.
+    assert result.test_accuracy > 0.93
 
 
 def test_training_a_batchnorm_supernet_at_an_arch_matches_its_extract():

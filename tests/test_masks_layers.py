@@ -3,6 +3,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from flax import nnx
 
 from nas import count_macs, layers, masks
@@ -157,3 +159,12 @@ def test_depthwise_shift_sum_equals_grouped_convolution(ndim, stride, size):
     np.testing.assert_allclose(got, reference, atol=1e-5)
     assert count_macs(lambda a: layers.depthwise_conv(a, kernel, stride=stride), x) == \
         got.size * 5 ** ndim
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(1, 12), min_size=1, max_size=5, unique=True), st.integers(0, 10**6))
+def test_prefix_mask_is_the_probability_that_width_exceeds_j(widths, seed):
+    p = np.random.default_rng(seed).dirichlet(np.ones(len(widths))).astype(np.float32)
+    got = np.asarray(masks.prefix_mask(p, widths, 12))
+    reference = [sum(pk for pk, w in zip(p, widths) if j < w) for j in range(12)]
+    np.testing.assert_allclose(got, reference, atol=1e-6)
