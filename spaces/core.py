@@ -307,9 +307,11 @@ class Space:
             return {k: np.ones(1, np.float32) for k in self._choices}
         if not isinstance(arch, Mapping):
             raise ValueError(f"an arch must be a dict of choice → option, got {type(arch).__name__}")
+        for key in arch:
+            self._check_name(key)
         soft = {k: v for k, v in arch.items() if isinstance(v, (np.ndarray, jax.Array))}
-        hard = self.one_hot({**{k: self._choices[k][0] for k in soft if k in self._choices},
-                             **{k: v for k, v in arch.items() if k not in soft}})
+        # Soft choices take a placeholder option so the rest validates as one arch.
+        hard = self.one_hot({k: self._choices[k][0] if k in soft else v for k, v in arch.items()})
         for key, vec in soft.items():
             if vec.shape != (len(self._choices[key]),):
                 raise ValueError(f"probs[{key!r}] has shape {vec.shape}; choice {key!r} has "
