@@ -4,6 +4,8 @@
     nas spaces show NAME             choices, size, min/max params and FLOPs
     nas train --space S (--arch ARCH.json | --sample SEED) [--data D]
                                      train one fixed architecture from scratch
+    nas search CONFIG.yaml [--out RUN_DIR] [--set key=value ...]
+                                     supernet → search → retrain → test → export
 
 Bad input prints one line `nas: error: …` and exits with status 2 (NAS_DEBUG=1 shows
 the traceback instead).
@@ -70,6 +72,17 @@ def _build_parser() -> argparse.ArgumentParser:
                     "(default: 0)")
     tr.add_argument("--out", type=Path, help="write arch.json with the metrics into this directory")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    se = commands.add_parser("search", help="search an architecture end to end",
+                             description="Train a supernet, search it, retrain the chosen "
+                             "architecture, test it and export it (see examples/*.yaml). An "
+                             "existing run dir with the same config is resumed.")
+    se.add_argument("config", type=Path, help="YAML config (see examples/)")
+    se.add_argument("--out", type=Path, help="run directory (default: runs/<config name>)")
+    se.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one config field, e.g. --set search.max_params=5000 "
+                    "(repeatable)")
+    se.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -159,6 +172,15 @@ def cmd_train(args) -> None:
         print(f"wrote {args.out / 'arch.json'}")
 
 
+def cmd_search(args) -> None:
+    from launch import config as configs
+    from launch.run import run_search
+
+    cfg = configs.load(args.config, args.overrides)
+    run_dir = args.out or Path("runs") / args.config.stem
+    run_search(cfg, run_dir, progress=not args.quiet)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
@@ -167,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_spaces(args)
         elif args.command == "train":
             cmd_train(args)
+        elif args.command == "search":
+            cmd_search(args)
         return 0
     except UsageError as err:
         print(f"{err}", file=sys.stderr)

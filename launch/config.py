@@ -1,0 +1,242 @@
+"""The `nas search` configuration: a YAML file, validated field by field.
+
+Every field is documented below with its default. An unknown key is an error
+that names the closest valid key; a wrong type or value names the field, the
+value and what is allowed. `--set section.field=value` overrides one field
+(the value is read as YAML: `--set search.max_params=5000`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Mapping
+
+import yaml
+
+from spaces.core import closest
+
+SAMPLED = ("uniform", "sandwich")
+GRADIENT = ("darts", "darts_sparsemax", "drnas", "gdas")
+
+
+@dataclasses.dataclass
+class SpaceConfig:
+    name: str = "cnn1d"                 # a registered space (`nas spaces`)
+    options: dict = dataclasses.field(default_factory=dict)  # keyword arguments of the space
+
+
+@dataclasses.dataclass
+class DataConfig:
+    name: str = "mnist1d"               # digits | mnist1d | npz | synthetic
+    path: str | None = None             # file for npz
+    val_fraction: float = 0.2           # share of train held out: search validation split
+    options: dict = dataclasses.field(default_factory=dict)  # loader keyword arguments
+
+
+@dataclasses.dataclass
+class SupernetConfig:
+    method: str = "sandwich"            # uniform | sandwich | darts | darts_sparsemax | drnas | gdas
+    epochs: int = 30                    # passes over the (weight) training data
+    batch_size: int = 128
+    learning_rate: float | None = None  # sampled: AdamW peak (0.01); gradient: SGD start (0.025)
+    min_learning_rate: float = 0.001    # gradient methods: cosine end
+    weight_decay: float | None = None   # sampled: AdamW 1e-4; gradient: SGD 3e-4
+    warmup_epochs: float = 1.0          # sampled methods: linear warm-up
+    num_random: int = 2                 # sandwich: random sub-networks per batch
+    distill: bool = True                # sandwich: in-place distillation from the max net
+    arch_learning_rate: float = 3e-4    # gradient methods: Adam on α
+    arch_weight_decay: float = 1e-3     # gradient methods: L2 on α
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    controller: str = "auto"            # auto | argmax | random | aging | autoformer | nsga2
+    evaluations: int = 1000             # archs evaluated with inherited weights
+    generation: int = 50                # archs asked (and evaluated in one vmapped pass) at once
+    population: int = 50                # aging / autoformer / nsga2 population
+    sample: int = 10                    # aging: tournament size
+    parents: int = 10                   # autoformer: parents kept
+    mutation_prob: float = 0.2          # autoformer / nsga2: per-decision mutation probability
+    max_params: int | None = None       # budget: only archs with at most this many parameters
+    min_params: int | None = None       # window: at least this many parameters
+    max_flops: int | None = None        # budget on multiply-accumulates per example
+    objectives: list = dataclasses.field(default_factory=lambda: ["accuracy", "params"])  # nsga2
+    calibration: int = 512              # examples used to recalibrate BatchNorm per sub-network
+    candidates: int = 3                 # top archs retrained; the best on validation is chosen
+
+
+@dataclasses.dataclass
+class RetrainConfig:
+    mode: str = "scratch"               # scratch (new weights) | finetune (inherited weights)
+    epochs: int = 100
+    batch_size: int = 128
+    learning_rate: float = 0.01         # AdamW peak, cosine to 0
+    warmup_epochs: float = 2.0
+    weight_decay: float = 1e-4
+
+
+@dataclasses.dataclass
+class Config:
+    seed: int = 0                       # init, splits, sampling, controller
+    space: SpaceConfig = dataclasses.field(default_factory=SpaceConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    supernet: SupernetConfig = dataclasses.field(default_factory=SupernetConfig)
+    search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
+    retrain: RetrainConfig = dataclasses.field(default_factory=RetrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_CHOICES = {
+    "supernet.method": SAMPLED + GRADIENT,
+    "search.controller": ("auto", "argmax", "random", "aging", "autoformer", "nsga2"),
+    "retrain.mode": ("scratch", "finetune"),
+}
+_OBJECTIVES = ("accuracy", "params", "flops")
+_POSITIVE = {"supernet.epochs", "supernet.batch_size", "search.evaluations", "search.generation",
+             "search.population", "search.sample", "search.parents", "search.calibration",
+             "search.candidates", "retrain.epochs", "retrain.batch_size", "search.max_params",
+             "search.max_flops", "search.min_params"}
+
+
+def _type_ok(value, annotation) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, origin or annotation)
+
+
+def _type_name(annotation) -> str:
+    args = typing.get_args(annotation)
+    if args:
+        return " or ".join(_type_name(a) for a in args)
+    return "null" if annotation is type(None) else annotation.__name__
+
+
+def _build(cls, raw: Mapping, prefix: str):
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"config{'.' + prefix if prefix else ''}: expected a mapping, "
+                         f"got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            raise ValueError(f"unknown config key {path!r}"
+                             f"{closest(path, [prefix + f for f in fields])}; "
+                             f"valid keys here: {sorted(fields)}")
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            values[key] = _build(annotation, value if value is not None else {}, f"{path}.")
+            continue
+        if not _type_ok(value, annotation):
+            raise ValueError(f"config {path} = {value!r}: expected {_type_name(annotation)}")
+        if isinstance(value, int) and annotation is float:
+            value = float(value)
+        values[key] = value
+    return cls(**values)
+
+
+def _check(cfg: Config) -> None:
+    flat = {f"{section}.{k}": v for section, body in cfg.to_dict().items()
+            if isinstance(body, dict) for k, v in body.items()}
+    for path, allowed in _CHOICES.items():
+        if flat[path] not in allowed:
+            raise ValueError(f"config {path} = {flat[path]!r} is not allowed; "
+                             f"choose one of {list(allowed)}{closest(str(flat[path]), allowed)}")
+    for path in _POSITIVE:
+        if flat[path] is not None and flat[path] < 1:
+            raise ValueError(f"config {path} = {flat[path]!r}: must be ≥ 1")
+    for path, value in flat.items():
+        if isinstance(value, float) and value < 0:
+            raise ValueError(f"config {path} = {value!r}: must be ≥ 0")
+    if not 0.0 <= cfg.data.val_fraction < 1.0:
+        raise ValueError(f"config data.val_fraction = {cfg.data.val_fraction!r}: must be in [0, 1)")
+    if cfg.data.val_fraction == 0.0:
+        raise ValueError("config data.val_fraction = 0.0: the search needs a validation split")
+    if not 0.0 <= cfg.search.mutation_prob <= 1.0:
+        raise ValueError(f"config search.mutation_prob = {cfg.search.mutation_prob!r}: "
+                         "must be in [0, 1]")
+    gradient = cfg.supernet.method in GRADIENT
+    if cfg.search.controller == "argmax" and not gradient:
+        raise ValueError(f"config search.controller = 'argmax' needs a gradient supernet.method "
+                         f"({list(GRADIENT)}), not {cfg.supernet.method!r}")
+    if cfg.search.sample > cfg.search.population:
+        raise ValueError(f"config search.sample = {cfg.search.sample} must be ≤ "
+                         f"search.population = {cfg.search.population}")
+    objectives = cfg.search.objectives
+    if not objectives or objectives[0] != "accuracy" or any(o not in _OBJECTIVES for o in objectives) \
+            or len(set(objectives)) != len(objectives):
+        raise ValueError(f"config search.objectives = {objectives!r}: 'accuracy' first, then any "
+                         f"of {list(_OBJECTIVES[1:])} without repeats")
+    if cfg.search.min_params and cfg.search.max_params and cfg.search.min_params > cfg.search.max_params:
+        raise ValueError(f"config search.min_params = {cfg.search.min_params} exceeds "
+                         f"search.max_params = {cfg.search.max_params}")
+
+
+def _set(raw: dict, assignment: str) -> None:
+    if "=" not in assignment:
+        raise ValueError(f"--set {assignment!r}: expected key=value, e.g. search.max_params=5000")
+    key, text = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ValueError(f"--set {assignment!r}: empty key")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"--set {assignment!r}: {part!r} is not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"--set {assignment!r}: value is not YAML ({err})") from None
+
+
+def from_dict(raw: Mapping | None, overrides: typing.Sequence[str] = ()) -> Config:
+    """A validated `Config` from a (YAML-loaded) mapping plus `key=value` overrides."""
+    raw = dict(raw or {})
+    raw = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items()}
+    for assignment in overrides:
+        _set(raw, assignment)
+    if isinstance(raw.get("space"), str):
+        raw["space"] = {"name": raw["space"]}
+    if isinstance(raw.get("data"), str):
+        raw["data"] = {"name": raw["data"]}
+    cfg = _build(Config, raw, "")
+    _check(cfg)
+    return cfg
+
+
+def load(path: Path | str, overrides: typing.Sequence[str] = ()) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ValueError(f"config file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"config path {str(path)!r} is a directory, not a YAML file") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        first = str(err).splitlines()[0] if str(err) else "invalid YAML"
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"config file {str(path)!r} is not valid YAML{where}: {first}") from None
+    if raw is not None and not isinstance(raw, Mapping):
+        raise ValueError(f"config file {str(path)!r} must hold a mapping of sections")
+    return from_dict(raw, overrides)
+
+
+def dump(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

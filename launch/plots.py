@@ -1,0 +1,72 @@
+"""PNG plots of a run: the search trajectory and the accuracy–params Pareto front.
+Written atomically (render to a temporary file, then rename)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from search import pareto as pareto_math  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def trajectory(path: Path, supernet: list[dict], search: list[dict], title: str = "") -> None:
+    """Left: supernet training loss per epoch (and α entropy for gradient methods).
+    Right: best validation accuracy found against the number of archs evaluated."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    if supernet:
+        epochs = [r["step"] for r in supernet]
+        left.plot(epochs, [r["loss"] for r in supernet], label="weight loss")
+        if "alpha_loss" in supernet[0]:
+            left.plot(epochs, [r["alpha_loss"] for r in supernet], label="α loss (val)")
+            twin = left.twinx()
+            twin.plot(epochs, [r["alpha_entropy"] for r in supernet], "g--", label="α entropy")
+            twin.set_ylabel("mean entropy of softmax(α) [nats]")
+            twin.legend(loc="upper center")
+        left.legend(loc="upper right")
+    left.set(xlabel="supernet epoch", ylabel="loss", title="supernet training")
+    if search:
+        right.plot([r["evaluations"] for r in search], [r["best_accuracy"] for r in search],
+                   "o-", ms=3, label="best so far")
+        if "generation_mean" in search[0]:
+            right.plot([r["evaluations"] for r in search], [r["generation_mean"] for r in search],
+                       ".", alpha=0.6, label="generation mean")
+        right.legend(loc="lower right")
+    right.set(xlabel="archs evaluated", ylabel="val accuracy (inherited weights)",
+              title="search")
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
+def pareto(path: Path, points: list[tuple[float, float]], chosen: tuple[float, float] | None = None,
+           budget: float | None = None) -> None:
+    """Every evaluated arch as (params, accuracy); the non-dominated front (fewer
+    params, higher accuracy) as a line; the chosen arch starred."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    if points:
+        xy = np.asarray(points, np.float64)
+        ax.scatter(xy[:, 0], xy[:, 1], s=8, alpha=0.35, label="evaluated")
+        front = pareto_math.non_dominated_sort(np.stack([-xy[:, 0], xy[:, 1]], 1))[0]
+        order = sorted(front, key=lambda i: xy[i, 0])
+        ax.step(xy[order, 0], xy[order, 1], "r-", where="post", label="Pareto front")
+    if chosen is not None:
+        ax.scatter([chosen[0]], [chosen[1]], marker="*", s=220, c="gold", edgecolors="k",
+                   zorder=5, label="chosen")
+    if budget is not None:
+        ax.axvline(budget, color="gray", ls=":", label="params budget")
+    ax.set(xscale="log", xlabel="parameters", ylabel="val accuracy (inherited weights)",
+           title="accuracy vs parameters")
+    ax.legend(loc="lower right")
+    _save(fig, path)

@@ -1,0 +1,452 @@
+"""`nas search`: supernet phase → search phase → retrain → test → report, in a run dir.
+
+    RUN_DIR/config.yaml        the validated config (with every default spelled out)
+    RUN_DIR/metrics.jsonl      one JSON record per supernet epoch / search generation / retrain
+    RUN_DIR/tensorboard/       the same scalars as TensorBoard events
+    RUN_DIR/checkpoints/       Orbax checkpoints of the supernet phase (resume point)
+    RUN_DIR/search_state.json  controller state after every generation (resume point)
+    RUN_DIR/trajectory.png     supernet loss and search progress
+    RUN_DIR/pareto.png         accuracy against params of every evaluated arch
+    RUN_DIR/best/arch.json     the chosen arch, its costs, metrics and what the search cost
+    RUN_DIR/best/weights/      the retrained compact model (Orbax)
+
+Running the same config into an existing run dir resumes: finished supernet
+epochs and search generations are not repeated.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from tqdm.auto import tqdm
+
+import nas
+import spaces
+from launch import config as configs
+from launch import data as datasets
+from launch import plots
+from launch.data import Batches
+from launch.files import write_json_atomic, write_text_atomic
+from launch.train import TrainConfig, train
+from search import controllers, engine, gradient, oneshot, samplers
+from search.population import PopulationEvaluator
+
+VERSION = "0.1.0"
+
+
+class MetricsLog:
+    """Append-only metrics.jsonl plus TensorBoard events (tensorboardX)."""
+
+    def __init__(self, run_dir: Path):
+        from tensorboardX import SummaryWriter
+        self.path = run_dir / "metrics.jsonl"
+        self.records: list[dict] = []
+        if self.path.exists():
+            self.records = [json.loads(line) for line in self.path.read_text().splitlines() if line]
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def log(self, phase: str, step: int, **values) -> None:
+        record = {"phase": phase, "step": step, **values}
+        self.records.append(record)
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(f"{phase}/{key}", value, step)
+        self.writer.flush()
+
+    def phase(self, name: str) -> list[dict]:
+        return [r for r in self.records if r["phase"] == name]
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _constraint(space, cfg: configs.SearchConfig):
+    def ok(arch) -> bool:
+        if cfg.max_params is not None and space.params(arch) > cfg.max_params:
+            return False
+        if cfg.min_params is not None and space.params(arch) < cfg.min_params:
+            return False
+        return cfg.max_flops is None or space.flops(arch) <= cfg.max_flops
+    if cfg.max_params is None and cfg.min_params is None and cfg.max_flops is None:
+        return None
+    smallest, _, _ = space.extremes(space.params)
+    if cfg.max_params is not None and space.params(smallest) > cfg.max_params:
+        raise ValueError(f"config search.max_params = {cfg.max_params}: the smallest arch of "
+                         f"{space.name!r} has {space.params(smallest):,} parameters")
+    cheapest, _, _ = space.extremes(space.flops)
+    if cfg.max_flops is not None and space.flops(cheapest) > cfg.max_flops:
+        raise ValueError(f"config search.max_flops = {cfg.max_flops}: the cheapest arch of "
+                         f"{space.name!r} has {space.flops(cheapest):,} FLOPs")
+    return ok
+
+
+def _supernet_extremes(space, constraint):
+    """(max, min) archs by params, the max within the budget when there is one."""
+    low, high, _ = space.extremes(space.params)
+    if constraint is not None and not constraint(high):
+        feasible = [a for a in space.enumerate(limit=200_000) if constraint(a)] \
+            if space.size() <= 200_000 else []
+        if feasible:
+            high = max(feasible, key=space.params)
+    return high, low
+
+
+class SupernetPhase:
+    """The supernet's training state, its compiled step and its Orbax checkpoints."""
+
+    def __init__(self, cfg: configs.Config, space, data: datasets.Dataset, run_dir: Path,
+                 constraint):
+        self.cfg, self.space, self.data = cfg, space, data
+        sc = cfg.supernet
+        self.gradient = sc.method in configs.GRADIENT
+        self.model = nas.supernet(space, seed=cfg.seed)
+        self.graphdef, params, rest = engine.split(self.model)
+        if self.gradient:
+            # Bi-level: the train split is halved, weights on one half, α on the other.
+            half = len(data.x_train) // 2
+            self.batches = Batches(data.x_train[:half], data.y_train[:half], sc.batch_size, cfg.seed)
+            self.arch_batches = Batches(data.x_train[half:], data.y_train[half:], sc.batch_size,
+                                        cfg.seed + 1)
+        else:
+            self.batches = Batches(data.x_train, data.y_train, sc.batch_size, cfg.seed)
+            self.arch_batches = None
+        self.steps = sc.epochs * self.batches.steps_per_epoch
+        key = jax.random.key(cfg.seed)
+        if self.gradient:
+            tx = gradient.weight_optimizer(
+                self.steps, sc.learning_rate if sc.learning_rate is not None else 0.025,
+                sc.min_learning_rate, weight_decay=sc.weight_decay if sc.weight_decay is not None
+                else 3e-4)
+            alpha_tx = gradient.alpha_optimizer(sc.arch_learning_rate, weight_decay=sc.arch_weight_decay)
+            alpha = gradient.init_alpha(space, jax.random.fold_in(key, 1))
+            self.sampler = samplers.get(sc.method)
+            self.step_fn = gradient.make_step(self.graphdef, self.sampler, tx, alpha_tx)
+            self.state = {"params": params, "rest": rest, "opt": tx.init(params), "alpha": alpha,
+                          "alpha_opt": alpha_tx.init(alpha), "key": jax.random.key_data(key)}
+        else:
+            warmup = int(sc.warmup_epochs * self.batches.steps_per_epoch)
+            schedule = optax.warmup_cosine_decay_schedule(
+                0.0, sc.learning_rate if sc.learning_rate is not None else 0.01, max(warmup, 1),
+                max(self.steps, warmup + 1))
+            tx = optax.adamw(schedule, weight_decay=sc.weight_decay if sc.weight_decay is not None
+                             else 1e-4)
+            high, low = _supernet_extremes(space, constraint)
+            self.step_fn = oneshot.make_step(self.graphdef, space, tx, sc.method, sc.num_random,
+                                             sc.distill, max_arch=high, min_arch=low)
+            self.state = {"params": params, "rest": rest, "opt": tx.init(params),
+                          "key": jax.random.key_data(key)}
+        self.epoch = 0
+        self.manager = ocp.CheckpointManager(
+            (run_dir / "checkpoints").absolute(),
+            options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+
+    def restore(self) -> bool:
+        step = self.manager.latest_step()
+        if step is None:
+            return False
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(self.state), meta=ocp.args.JsonRestore()))
+        self.state = restored.state
+        meta = restored.meta
+        self.epoch = int(meta["epoch"])
+        self.batches.load_state_dict(meta["batches"])
+        if self.arch_batches is not None:
+            self.arch_batches.load_state_dict(meta["arch_batches"])
+        return True
+
+    def save(self) -> None:
+        meta = {"epoch": self.epoch, "batches": self.batches.state_dict(),
+                "arch_batches": self.arch_batches.state_dict() if self.arch_batches else None}
+        self.manager.save(self.epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(self.state), meta=ocp.args.JsonSave(meta)))
+        self.manager.wait_until_finished()
+
+    def run_epoch(self) -> dict:
+        s = self.state
+        key = jax.random.wrap_key_data(s["key"])
+        losses, alpha_losses = [], []
+        for i in range(self.batches.steps_per_epoch):
+            key, sub = jax.random.split(key)
+            x, y = next(self.batches)
+            if self.gradient:
+                xv, yv = next(self.arch_batches)
+                progress = (self.epoch * self.batches.steps_per_epoch + i) / max(self.steps, 1)
+                (s["params"], s["rest"], s["opt"], s["alpha"], s["alpha_opt"], metrics) = self.step_fn(
+                    s["params"], s["rest"], s["opt"], s["alpha"], s["alpha_opt"], x, y, xv, yv, sub,
+                    jnp.float32(progress))
+                losses.append(metrics["loss"])
+                alpha_losses.append(metrics["alpha_loss"])
+            else:
+                s["params"], s["rest"], s["opt"], loss = self.step_fn(
+                    s["params"], s["rest"], s["opt"], x, y, sub)
+                losses.append(loss)
+        s["key"] = jax.random.key_data(key)
+        self.epoch += 1
+        record = {"loss": float(jnp.mean(jnp.stack(losses)))}
+        if self.gradient:
+            record["alpha_loss"] = float(jnp.mean(jnp.stack(alpha_losses)))
+            record["alpha_entropy"] = gradient.entropy(s["alpha"])
+        return record
+
+
+def _scores(space, archs, accuracies, objectives):
+    rows = []
+    for arch, acc in zip(archs, accuracies):
+        row = [acc]
+        for name in objectives[1:]:
+            row.append(-float(space.params(arch) if name == "params" else space.flops(arch)))
+        rows.append(tuple(row) if len(row) > 1 else acc)
+    return rows
+
+
+def _controller(cfg: configs.Config, space, constraint):
+    sc = cfg.search
+    name = sc.controller
+    if name == "auto":
+        name = "argmax" if cfg.supernet.method in configs.GRADIENT else "aging"
+    options = {"random": {}, "aging": {"population": sc.population, "sample": sc.sample},
+               "autoformer": {"population": sc.population, "parents": sc.parents,
+                              "mutation_prob": sc.mutation_prob},
+               "nsga2": {"population": sc.population, "mutation_prob": sc.mutation_prob}}
+    if name == "argmax":
+        return None
+    return controllers.get(name, space, seed=cfg.seed, constraint=constraint, **options[name])
+
+
+def _top_candidates(evaluated: list[tuple[dict, float]], k: int) -> list[tuple[dict, float]]:
+    seen, out = set(), []
+    for arch, acc in sorted(evaluated, key=lambda item: -item[1]):
+        key = tuple(arch.items())
+        if key not in seen:
+            seen.add(key)
+            out.append((arch, acc))
+        if len(out) == k:
+            break
+    return out
+
+
+def _write_orbax(directory: Path, model: nnx.Module) -> None:
+    """The model's variables as a plain tree under `directory` (replaced atomically)."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp.absolute(), nnx.to_pure_dict(nnx.state(model)))
+    checkpointer.wait_until_finished()
+    if directory.exists():
+        shutil.rmtree(directory)
+    tmp.rename(directory)
+
+
+def load_export(best_dir: Path | str):
+    """(space, arch, model) of an export directory: the compact model with its trained
+    weights, runnable without the supernet (`model(x)` gives logits)."""
+    best_dir = Path(best_dir)
+    info = json.loads((best_dir / "arch.json").read_text())
+    space = spaces.from_dict(info["space_config"])
+    arch = space.validate(info["choices"])
+    fixed = space.fix(arch)
+    abstract = nnx.eval_shape(lambda: fixed.supernet_class(fixed, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract)
+    target = nnx.to_pure_dict(state)
+    restored = ocp.StandardCheckpointer().restore((best_dir / "weights").absolute(), target)
+    nnx.replace_by_pure_dict(state, restored)
+    return space, arch, nnx.merge(graphdef, state)
+
+
+@dataclasses.dataclass
+class Summary:
+    arch: dict
+    params: int
+    flops: int
+    val_accuracy: float
+    test_accuracy: float
+    cost: dict
+    run_dir: Path
+
+
+def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=print) -> Summary:
+    """Run (or resume) the whole search of `cfg` in `run_dir`."""
+    started = time.perf_counter()
+    data_options = dict(cfg.data.options)
+    if cfg.data.path:
+        data_options["path"] = cfg.data.path
+    data = datasets.load(cfg.data.name, seed=cfg.seed, val_fraction=cfg.data.val_fraction,
+                         **data_options)
+    space = spaces.get(cfg.space.name, **cfg.space.options).bind(data.input_shape, data.num_classes)
+    constraint = _constraint(space, cfg.search)
+    for section, size in (("supernet", len(data.x_train) // (2 if cfg.supernet.method
+                                                              in configs.GRADIENT else 1)),
+                          ("retrain", len(data.x_train))):
+        batch = getattr(cfg, section).batch_size
+        if batch > size:
+            raise ValueError(f"config {section}.batch_size = {batch} exceeds the {size} "
+                             f"training examples available")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_text = configs.dump(cfg)
+    previous = run_dir / "config.yaml"
+    if previous.exists() and previous.read_text() != config_text:
+        raise ValueError(f"run dir {str(run_dir)!r} holds a different config; pass another --out "
+                         "(or delete it)")
+    write_text_atomic(previous, config_text)
+    log = MetricsLog(run_dir)
+    cost: dict = {}
+    try:
+        echo(data.summary())
+        echo(f"space {space.name}: {space.size():,} architectures; supernet "
+             f"{nas.count_params(nas.supernet(space, seed=0)):,} parameters")
+
+        # ---------------------------------------------------------------- supernet phase
+        t0 = time.perf_counter()
+        phase = SupernetPhase(cfg, space, data, run_dir, constraint)
+        if phase.restore():
+            echo(f"resumed the supernet phase at epoch {phase.epoch}/{cfg.supernet.epochs}")
+        bar = tqdm(total=cfg.supernet.epochs, initial=phase.epoch, desc=f"supernet "
+                   f"({cfg.supernet.method})", unit="epoch", disable=not progress)
+        while phase.epoch < cfg.supernet.epochs:
+            record = phase.run_epoch()
+            log.log("supernet", phase.epoch, **record)
+            phase.save()
+            bar.update(1)
+            bar.set_postfix({k: round(v, 4) for k, v in record.items()})
+        bar.close()
+        cost["supernet_seconds"] = round(time.perf_counter() - t0, 1)
+        cost["supernet_steps"] = phase.steps
+
+        # ---------------------------------------------------------------- search phase
+        t0 = time.perf_counter()
+        state = phase.state
+        calib = data.x_train[np.random.default_rng(cfg.seed).permutation(len(data.x_train))
+                             [:cfg.search.calibration]]
+        evaluator = PopulationEvaluator(phase.graphdef, state["params"], state["rest"], space,
+                                        data.x_val, data.y_val, calib_x=calib,
+                                        chunk=min(cfg.search.generation, 64))
+        ctrl = _controller(cfg, space, constraint)
+        evaluated: list[tuple[dict, float]] = []
+        if ctrl is None:
+            arch = gradient.discretise(space, state["alpha"])
+            if constraint is not None and not constraint(arch):
+                echo("warning: the argmax arch is outside the budget; it is kept, as argmax "
+                     "search has no constraint")
+            evaluated = [(arch, evaluator.evaluate([arch])[0])]
+            probs = {k: np.round(np.asarray(jax.nn.softmax(v)), 3).tolist()
+                     for k, v in state["alpha"].items()}
+            log.log("search", 1, evaluations=1, best_accuracy=evaluated[0][1])
+            write_json_atomic(run_dir / "search_state.json", {"alpha_softmax": probs,
+                                                             "arch": arch})
+            cost["search_evaluations"] = 1
+        else:
+            state_path = run_dir / "search_state.json"
+            if state_path.exists():
+                ctrl.load_state_dict(json.loads(state_path.read_text()))
+                echo(f"resumed the search after {len(ctrl.history)} evaluations")
+            bar = tqdm(total=cfg.search.evaluations, initial=len(ctrl.history),
+                       desc=f"search ({ctrl.name})", unit="arch", disable=not progress)
+            while len(ctrl.history) < cfg.search.evaluations:
+                n = min(cfg.search.generation, cfg.search.evaluations - len(ctrl.history))
+                archs = ctrl.ask(n)
+                accuracies = evaluator.evaluate(archs)
+                objectives = cfg.search.objectives if ctrl.name == "nsga2" else ["accuracy"]
+                ctrl.tell(archs, _scores(space, archs, accuracies, objectives))
+                best = max(row[0] for _, row in ctrl.history)
+                log.log("search", len(ctrl.history), evaluations=len(ctrl.history),
+                        best_accuracy=best, generation_mean=float(np.mean(accuracies)))
+                write_json_atomic(state_path, ctrl.state_dict())
+                bar.update(n)
+                bar.set_postfix(best=round(best, 4))
+            bar.close()
+            evaluated = [(a, row[0]) for a, row in ctrl.history]
+            cost["search_evaluations"] = len(evaluated)
+        cost["search_seconds"] = round(time.perf_counter() - t0, 1)
+
+        # ---------------------------------------------------------------- retrain phase
+        t0 = time.perf_counter()
+        candidates = _top_candidates(evaluated, cfg.search.candidates)
+        rc = cfg.retrain
+        train_cfg = TrainConfig(epochs=rc.epochs, batch_size=rc.batch_size,
+                                learning_rate=rc.learning_rate, warmup_epochs=rc.warmup_epochs,
+                                weight_decay=rc.weight_decay, seed=cfg.seed)
+        results = []
+        inherited = nnx.merge(phase.graphdef, state["params"], state["rest"])
+        for i, (arch, supernet_acc) in enumerate(candidates):
+            echo(f"retrain {i + 1}/{len(candidates)} ({rc.mode}): {json.dumps(arch)} — "
+                 f"{space.params(arch):,} params, supernet val accuracy {supernet_acc:.4f}")
+            model = (nas.supernet(space.fix(arch), seed=cfg.seed) if rc.mode == "scratch"
+                     else nas.extract(inherited, arch))
+            result = train(model, data, train_cfg, progress=progress)
+            log.log("retrain", i + 1, supernet_accuracy=supernet_acc, params=space.params(arch),
+                    val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy,
+                    seconds=round(result.seconds, 1))
+            results.append((arch, supernet_acc, result))
+        arch, supernet_acc, chosen = max(results, key=lambda item: item[2].val_accuracy)
+        cost["retrain_seconds"] = round(time.perf_counter() - t0, 1)
+        cost["retrained_candidates"] = len(results)
+        cost["total_seconds"] = round(time.perf_counter() - started, 1)
+
+        # ---------------------------------------------------------------- export + report
+        best_dir = run_dir / "best"
+        best_dir.mkdir(exist_ok=True)
+        _write_orbax(best_dir / "weights", chosen.model)
+        info = {
+            "space": space.name, "choices": arch,
+            "params": space.params(arch), "flops": space.flops(arch),
+            "metrics": {"test_accuracy": chosen.test_accuracy, "val_accuracy": chosen.val_accuracy,
+                        "supernet_val_accuracy": supernet_acc},
+            "search": {"method": cfg.supernet.method,
+                       "controller": ctrl.name if ctrl is not None else "argmax",
+                       "budget": {k: getattr(cfg.search, k) for k in
+                                  ("max_params", "min_params", "max_flops")},
+                       "candidates": [{"choices": a, "params": space.params(a),
+                                       "supernet_val_accuracy": s, "val_accuracy": r.val_accuracy,
+                                       "test_accuracy": r.test_accuracy} for a, s, r in results]},
+            "cost": cost, "data": cfg.data.name, "retrain": dataclasses.asdict(train_cfg),
+            "space_config": space.to_dict(), "engine": f"jaxnas {VERSION}",
+        }
+        write_json_atomic(best_dir / "arch.json", info)
+        plots.trajectory(run_dir / "trajectory.png", log.phase("supernet"), log.phase("search"),
+                         title=f"{space.name} · {cfg.supernet.method} · "
+                         f"{info['search']['controller']}")
+        plots.pareto(run_dir / "pareto.png", [(space.params(a), acc) for a, acc in evaluated],
+                     (space.params(arch), supernet_acc), budget=cfg.search.max_params)
+        summary = Summary(arch, info["params"], info["flops"], chosen.val_accuracy,
+                          chosen.test_accuracy, cost, run_dir)
+        report = _report(summary, space, cfg)
+        write_text_atomic(run_dir / "report.txt", report)
+        echo(report)
+        return summary
+    finally:
+        log.close()
+
+
+def _report(summary: Summary, space, cfg: configs.Config) -> str:
+    c = summary.cost
+    budget = ", ".join(f"{k} ≤ {v:,}" if k.startswith("max") else f"{k} ≥ {v:,}"
+                       for k, v in (("max_params", cfg.search.max_params),
+                                    ("min_params", cfg.search.min_params),
+                                    ("max_flops", cfg.search.max_flops)) if v is not None)
+    lines = [
+        f"best arch ({space.name}): {json.dumps(summary.arch)}",
+        f"  params {summary.params:,}, FLOPs {summary.flops:,}" + (f"  (budget: {budget})"
+                                                                   if budget else ""),
+        f"  retrained {cfg.retrain.epochs} epochs ({cfg.retrain.mode}): val accuracy "
+        f"{summary.val_accuracy:.4f}, test accuracy {summary.test_accuracy:.4f}",
+        f"search cost: supernet {c['supernet_seconds']:.0f} s ({cfg.supernet.epochs} epochs, "
+        f"{c['supernet_steps']:,} steps, {cfg.supernet.method}), search "
+        f"{c['search_seconds']:.0f} s ({c['search_evaluations']:,} archs evaluated with inherited "
+        f"weights), retrain {c['retrain_seconds']:.0f} s ({c['retrained_candidates']} "
+        f"candidates); total {c['total_seconds']:.0f} s",
+        f"wrote {summary.run_dir / 'best'} (arch.json + Orbax weights), trajectory.png, pareto.png",
+    ]
+    return "\n".join(lines)

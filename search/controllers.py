@@ -1,0 +1,321 @@
+"""Black-box controllers: one ask/tell interface for any evaluator.
+
+    ctrl = controllers.get("aging", space, seed=0, population=50, sample=10)
+    for _ in range(cycles):
+        archs = ctrl.ask(8)
+        ctrl.tell(archs, [evaluate(a) for a in archs])   # higher is better
+    ctrl.best()                                            # the best arch told so far
+
+The evaluator can be anything: inherited supernet weights, a zero-cost proxy,
+full training, a tabular benchmark, a user function. Multi-objective
+controllers (`nsga2`) take a tuple of scores per arch, every objective
+maximised (pass −params to prefer small models); `ctrl.front()` is the
+non-dominated set of everything told. Candidates are filtered by
+`constraint(arch) -> bool` before they are asked, so nothing outside a
+params/FLOPs window is ever evaluated. The state is plain JSON
+(`state_dict` / `load_state_dict`), so it checkpoints with the run and a
+resumed controller asks exactly what the uninterrupted one would have.
+Rules and defaults follow `../shared/ALGORITHMS.md` §2.
+"""
+from __future__ import annotations
+
+import collections
+import math
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from search import pareto
+from spaces.core import Arch, Space, closest
+
+Constraint = Callable[[Arch], bool]
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register(name: str):
+    def wrap(cls):
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+    return wrap
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get(name: str, space: Space, seed: int = 0, **options) -> "Controller":
+    """The controller `name` over `space`; options are the controller's keyword arguments."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown controller {name!r}{closest(name, _REGISTRY)}; "
+                         f"controllers are {names()}")
+    return _REGISTRY[name](space, seed=seed, **options)
+
+
+def _positive_int(owner: str, field: str, value) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{owner}: {field} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _key(arch: Mapping) -> tuple:
+    return tuple(arch.items())
+
+
+class Controller:
+    """Base: the history of told (arch, score) pairs, constraint filtering and the RNG.
+
+    Subclasses implement `_propose(rng) -> arch` (one candidate; constraint and
+    duplicate filtering happen here) and may override `_observe(archs, scores)`.
+    """
+
+    name = "controller"
+    objectives = 1  # how many scores per arch `tell` expects; None: any number
+
+    def __init__(self, space: Space, seed: int = 0, constraint: Constraint | None = None,
+                 max_tries: int = 10_000):
+        self.space = space
+        self.constraint = constraint
+        self.max_tries = _positive_int(self.name, "max_tries", max_tries)
+        self.rng = np.random.default_rng(seed)
+        self.history: list[tuple[Arch, tuple[float, ...]]] = []
+        self._seen: set[tuple] = set()
+
+    # ------------------------------------------------------------------ interface
+    def ask(self, n: int = 1) -> list[Arch]:
+        """`n` new candidates that satisfy the constraint. Archs already told are
+        avoided while the space still has unseen ones within reach."""
+        n = _positive_int(self.name, "ask(n)", n)
+        out, asked = [], set()
+        for _ in range(n):
+            arch = None
+            for attempt in range(self.max_tries):
+                candidate = self.space.validate(self._propose(self.rng))
+                if self.constraint is not None and not self.constraint(candidate):
+                    continue
+                arch = candidate
+                # Late attempts accept repeats: a small (or tightly constrained) space runs out.
+                if _key(candidate) not in self._seen and _key(candidate) not in asked \
+                        or attempt >= self.max_tries // 10:
+                    break
+            if arch is None:
+                raise ValueError(f"{self.name}: no architecture satisfying the constraint in "
+                                 f"{self.max_tries} tries; loosen it (e.g. search.max_params)")
+            asked.add(_key(arch))
+            out.append(arch)
+        return out
+
+    def tell(self, archs: Sequence[Mapping], scores: Sequence) -> None:
+        """Record evaluated archs; `scores[i]` is a number, or a tuple of numbers
+        for multi-objective controllers (every entry: higher is better)."""
+        if len(archs) != len(scores):
+            raise ValueError(f"{self.name}: tell got {len(archs)} archs but {len(scores)} scores")
+        archs = [self.space.validate(a) for a in archs]
+        rows = [self._score_row(s) for s in scores]
+        for arch, row in zip(archs, rows):
+            self.history.append((arch, row))
+            self._seen.add(_key(arch))
+        self._observe(archs, rows)
+
+    def best(self) -> Arch:
+        """The told arch with the highest (first) score."""
+        if not self.history:
+            raise ValueError(f"{self.name}: best() before any tell()")
+        return dict(max(self.history, key=lambda item: item[1])[0])
+
+    def best_score(self):
+        row = max(self.history, key=lambda item: item[1])[1] if self.history else None
+        if row is None:
+            raise ValueError(f"{self.name}: best_score() before any tell()")
+        return row[0] if len(row) == 1 else row
+
+    def front(self) -> list[tuple[Arch, tuple[float, ...]]]:
+        """The non-dominated (arch, scores) pairs of everything told."""
+        if not self.history:
+            return []
+        front = pareto.non_dominated_sort(np.array([row for _, row in self.history]))[0]
+        return [(dict(self.history[i][0]), self.history[i][1]) for i in front]
+
+    def state_dict(self) -> dict:
+        """JSON-able state: history, RNG and the controller's own fields."""
+        return {"name": self.name, "rng": self.rng.bit_generator.state,
+                "history": [[a, list(row)] for a, row in self.history], **self._state()}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        if state.get("name") != self.name:
+            raise ValueError(f"state is for controller {state.get('name')!r}, not {self.name!r}")
+        self.rng.bit_generator.state = state["rng"]
+        self.history = [(self.space.validate(a), tuple(float(v) for v in row))
+                        for a, row in state["history"]]
+        self._seen = {_key(a) for a, _ in self.history}
+        self._load_state(state)
+
+    # ------------------------------------------------------------------ hooks
+    def _propose(self, rng: np.random.Generator) -> Arch:
+        return self.space.sample(rng)
+
+    def _observe(self, archs: list[Arch], rows: list[tuple[float, ...]]) -> None:
+        pass
+
+    def _state(self) -> dict:
+        return {}
+
+    def _load_state(self, state: Mapping) -> None:
+        pass
+
+    def _score_row(self, score) -> tuple[float, ...]:
+        row = tuple(float(v) for v in score) if isinstance(score, (tuple, list, np.ndarray)) \
+            else (float(score),)
+        if self.objectives is not None and len(row) != self.objectives:
+            raise ValueError(f"{self.name}: expects {self.objectives} score(s) per arch, got {score!r}")
+        if not all(math.isfinite(v) for v in row):
+            raise ValueError(f"{self.name}: scores must be finite numbers, got {score!r}")
+        return row
+
+
+@register("random")
+class RandomSearch(Controller):
+    """Uniform random sampling (without repeats while unseen archs remain).
+    Scores may carry any number of objectives; `front()` gives their Pareto set."""
+
+    objectives = None
+
+
+@register("aging")
+class AgingEvolution(Controller):
+    """Regularized (aging) evolution, Real et al. 2019.
+
+    The first `population` asks are random. Afterwards each candidate is a
+    one-decision mutation of the best of `sample` members drawn at random from
+    the population; every told arch joins the population and the **oldest**
+    member leaves once it holds more than `population`.
+    """
+
+    def __init__(self, space: Space, seed: int = 0, population: int = 50, sample: int = 10,
+                 **kw):
+        super().__init__(space, seed, **kw)
+        self.population_size = _positive_int(self.name, "population", population)
+        self.sample_size = _positive_int(self.name, "sample", sample)
+        if self.sample_size > self.population_size:
+            raise ValueError(f"aging: sample ({sample}) must be ≤ population ({population})")
+        self.population: collections.deque = collections.deque()
+
+    def _propose(self, rng):
+        if len(self.population) < self.population_size:
+            return self.space.sample(rng)
+        picks = rng.choice(len(self.population), self.sample_size, replace=False)
+        parent = max((self.population[i] for i in picks), key=lambda item: item[1])[0]
+        return self.space.mutate(parent, rng)
+
+    def _observe(self, archs, rows):
+        for item in zip(archs, rows):
+            self.population.append(item)
+            if len(self.population) > self.population_size:
+                self.population.popleft()
+
+    def _state(self):
+        return {"population": [[a, list(r)] for a, r in self.population]}
+
+    def _load_state(self, state):
+        self.population = collections.deque(
+            (self.space.validate(a), tuple(r)) for a, r in state["population"])
+
+
+@register("autoformer")
+class AutoFormerEvolution(Controller):
+    """The AutoFormer / SPOS genetic algorithm.
+
+    The first `population` asks are random. Then the parents are the `parents`
+    best archs told so far; each new candidate is, with probability
+    `mutations / (mutations + crossovers)`, a mutation of a random parent (every
+    decision resampled with probability `mutation_prob`), otherwise a uniform
+    crossover of two random parents. Candidates outside the constraint (the
+    params/FLOPs window) are rejected before evaluation. One generation is
+    `ask(mutations + crossovers)`.
+    """
+
+    def __init__(self, space: Space, seed: int = 0, population: int = 50, parents: int = 10,
+                 mutations: int = 25, crossovers: int = 25, mutation_prob: float = 0.2, **kw):
+        super().__init__(space, seed, **kw)
+        self.population_size = _positive_int(self.name, "population", population)
+        self.parents = _positive_int(self.name, "parents", parents)
+        self.mutations = int(mutations)
+        self.crossovers = int(crossovers)
+        if self.mutations < 0 or self.crossovers < 0 or self.mutations + self.crossovers == 0:
+            raise ValueError(f"autoformer: mutations ({mutations}) and crossovers ({crossovers}) "
+                             "must be ≥ 0 and not both 0")
+        if not 0.0 <= mutation_prob <= 1.0:
+            raise ValueError(f"autoformer: mutation_prob must be in [0, 1], got {mutation_prob}")
+        self.mutation_prob = float(mutation_prob)
+
+    def _parents(self) -> list[Arch]:
+        ranked = sorted(self.history, key=lambda item: item[1], reverse=True)
+        return [a for a, _ in ranked[:self.parents]]
+
+    def _propose(self, rng):
+        if len(self.history) < self.population_size:
+            return self.space.sample(rng)
+        parents = self._parents()
+        if rng.random() < self.mutations / (self.mutations + self.crossovers):
+            return self.space.mutate(parents[rng.integers(len(parents))], rng,
+                                     prob=self.mutation_prob)
+        i, j = rng.integers(len(parents), size=2)
+        return self.space.crossover(parents[i], parents[j], rng)
+
+
+@register("nsga2")
+class NSGA2(Controller):
+    """NSGA-II (Deb et al. 2002) for a Pareto front of several objectives.
+
+    The first `population` asks are random. Afterwards parents are chosen by
+    binary tournament on (front rank, crowding distance) in the current
+    population; a child is their uniform crossover followed by mutation with
+    per-decision probability `mutation_prob`. Told children are merged with
+    the population and the best `population` survive by non-dominated sorting
+    and crowding distance.
+    """
+
+    objectives = None
+
+    def __init__(self, space: Space, seed: int = 0, population: int = 50,
+                 mutation_prob: float = 0.2, **kw):
+        super().__init__(space, seed, **kw)
+        self.population_size = _positive_int(self.name, "population", population)
+        if not 0.0 <= mutation_prob <= 1.0:
+            raise ValueError(f"nsga2: mutation_prob must be in [0, 1], got {mutation_prob}")
+        self.mutation_prob = float(mutation_prob)
+        self.population: list[tuple[Arch, tuple[float, ...]]] = []
+
+    def _tournament(self, rng, ranks, crowding) -> Arch:
+        i, j = rng.integers(len(self.population), size=2)
+        better = i if (ranks[i], -crowding[i]) < (ranks[j], -crowding[j]) else j
+        return self.population[better][0]
+
+    def _propose(self, rng):
+        if len(self.population) < self.population_size:
+            return self.space.sample(rng)
+        scores = np.array([row for _, row in self.population])
+        ranks, crowding = np.zeros(len(scores), int), np.zeros(len(scores))
+        for r, members in enumerate(pareto.non_dominated_sort(scores)):
+            ranks[members] = r
+            crowding[members] = pareto.crowding_distance(scores[members])
+        child = self.space.crossover(self._tournament(rng, ranks, crowding),
+                                     self._tournament(rng, ranks, crowding), rng)
+        return self.space.mutate(child, rng, prob=self.mutation_prob)
+
+    def _observe(self, archs, rows):
+        widths = {len(r) for _, r in self.population} | {len(r) for r in rows}
+        if len(widths) > 1:
+            raise ValueError(f"nsga2: every arch needs the same number of objectives, got {widths}")
+        merged = self.population + list(zip(archs, rows))
+        if len(merged) > self.population_size:
+            keep = pareto.nsga2_select(np.array([r for _, r in merged]), self.population_size)
+            merged = [merged[i] for i in keep]
+        self.population = merged
+
+    def _state(self):
+        return {"population": [[a, list(r)] for a, r in self.population]}
+
+    def _load_state(self, state):
+        self.population = [(self.space.validate(a), tuple(r)) for a, r in state["population"]]

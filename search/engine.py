@@ -1,0 +1,60 @@
+"""Pure pieces every supernet step shares: split a model, run it at an encoding, losses.
+
+A model travels through `jit` as `(graphdef, params, rest)`: `params` are the
+trainable `nnx.Param` leaves, `rest` everything else (BatchNorm statistics).
+`apply` re-merges a copy, runs it, and hands back the updated `rest`, so the
+same compiled step serves any architecture and any mixture of them.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from nas import layers
+
+
+def split(model: nnx.Module):
+    """(graphdef, params, rest) of a model."""
+    return nnx.split(model, nnx.Param, ...)
+
+
+def apply(graphdef, params, rest, x, probs, train: bool):
+    """Logits of the model at `probs`, and `rest` after the pass (train mode moves
+    BatchNorm statistics)."""
+    net = nnx.merge(graphdef, params, rest, copy=True)
+    logits = net.forward(x, probs, train=train)
+    return logits, nnx.split(net, nnx.Param, ...)[2]
+
+
+def recalibrate(graphdef, params, rest, x, probs):
+    """`rest` with every BatchNorm's running statistics replaced by the statistics of
+    the batch `x` under the architecture `probs` (active channels only), as OFA
+    and BigNAS do before evaluating a sub-network with inherited weights."""
+    net = nnx.merge(graphdef, params, rest, copy=True)
+    for _, module in net.iter_modules():
+        if isinstance(module, layers.BatchNorm):
+            module.momentum = 0.0
+    net.forward(x, probs, train=True)
+    return nnx.split(net, nnx.Param, ...)[2]
+
+
+def has_batch_norm(model: nnx.Module) -> bool:
+    return any(isinstance(m, layers.BatchNorm) for _, m in model.iter_modules())
+
+
+def cross_entropy(logits, labels):
+    """Mean softmax cross-entropy; logits [batch, classes], integer labels [batch]."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def distillation(logits, teacher_logits):
+    """In-place distillation loss: cross-entropy against the teacher's softmax, with
+    no gradient into the teacher."""
+    target = jax.nn.softmax(jax.lax.stop_gradient(teacher_logits), -1)
+    return optax.softmax_cross_entropy(logits, target).mean()
+
+
+def accuracy_count(logits, labels):
+    return jnp.sum(jnp.argmax(logits, -1) == labels)

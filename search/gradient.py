@@ -1,0 +1,88 @@
+"""Weight-entangled gradient search (TangleNAS), first-order bi-level.
+
+Every decision has logits α (one per option). Each step a sampler
+(`search.samplers`: DARTS softmax/sparsemax, DrNAS, GDAS) turns α into mixing
+probabilities, which the supernet consumes as soft masks — the candidates'
+weights are superposed before the op, so memory stays that of one max-size
+model. One step alternates
+
+    α-step  on a validation batch: loss(w, sampler(α)) + penalty(α), Adam on α;
+    w-step  on a training batch:   loss(w, sampler(α) with α frozen), SGD on w.
+
+Defaults (`../shared/ALGORITHMS.md` §1): weights SGD momentum 0.9, cosine lr
+0.025 → 0.001, wd 3e-4; α Adam lr 3e-4, betas (0.5, 0.999), wd 1e-3 (L2 on the
+gradient, as torch's Adam does). The result is discretised by argmax per decision.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from search import engine, samplers
+
+
+def init_alpha(space, key, scale: float = 1e-3) -> dict[str, jax.Array]:
+    """Near-uniform logits: `scale`·N(0, 1) per option (DARTS' initialisation)."""
+    keys = jax.random.split(key, len(space.names))
+    return {name: scale * jax.random.normal(k, (len(opts),))
+            for k, (name, opts) in zip(keys, space.choices.items())}
+
+
+def weight_optimizer(steps: int, learning_rate: float = 0.025, min_learning_rate: float = 0.001,
+                     momentum: float = 0.9, weight_decay: float = 3e-4):
+    schedule = optax.cosine_decay_schedule(learning_rate, max(steps, 1),
+                                           alpha=min_learning_rate / learning_rate)
+    return optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.sgd(schedule, momentum=momentum))
+
+
+def alpha_optimizer(learning_rate: float = 3e-4, b1: float = 0.5, b2: float = 0.999,
+                    weight_decay: float = 1e-3):
+    return optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.adam(learning_rate, b1=b1, b2=b2))
+
+
+def make_step(graphdef, sampler: samplers.Sampler, w_tx, alpha_tx):
+    """The jitted bi-level step:
+
+        params, rest, w_state, alpha, a_state, metrics = step(
+            params, rest, w_state, alpha, a_state, x_train, y_train, x_val, y_val, key, progress)
+    """
+
+    def alpha_loss(alpha, params, rest, x, y, key, progress):
+        probs = sampler.sample(alpha, key, progress)
+        logits, _ = engine.apply(graphdef, params, rest, x, probs, train=True)
+        return engine.cross_entropy(logits, y) + sampler.penalty(alpha)
+
+    def weight_loss(params, rest, probs, x, y):
+        logits, rest = engine.apply(graphdef, params, rest, x, probs, train=True)
+        return engine.cross_entropy(logits, y), rest
+
+    @jax.jit
+    def step(params, rest, w_state, alpha, a_state, x_train, y_train, x_val, y_val, key, progress):
+        key_alpha, key_weights = jax.random.split(key)
+        a_loss, a_grads = jax.value_and_grad(alpha_loss)(alpha, params, rest, x_val, y_val,
+                                                         key_alpha, progress)
+        a_updates, a_state = alpha_tx.update(a_grads, a_state, alpha)
+        alpha = optax.apply_updates(alpha, a_updates)
+        probs = jax.lax.stop_gradient(sampler.sample(alpha, key_weights, progress))
+        (w_loss, rest), w_grads = jax.value_and_grad(weight_loss, has_aux=True)(
+            params, rest, probs, x_train, y_train)
+        w_updates, w_state = w_tx.update(w_grads, w_state, params)
+        params = optax.apply_updates(params, w_updates)
+        return params, rest, w_state, alpha, a_state, {"loss": w_loss, "alpha_loss": a_loss}
+
+    return step
+
+
+def discretise(space, alpha) -> dict:
+    """The arch of the largest logit of every decision."""
+    return space.from_probs({k: np.asarray(v) for k, v in alpha.items()})
+
+
+def entropy(alpha) -> float:
+    """Mean entropy (nats) of softmax(α) over decisions: near log K = undecided, 0 = decided."""
+    values = [float(-jnp.sum(jax.nn.softmax(a) * jax.nn.log_softmax(a))) for a in alpha.values()]
+    return float(np.mean(values))

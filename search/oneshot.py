@@ -1,0 +1,72 @@
+"""Sampled one-shot supernet training (SPOS / AutoFormer uniform, BigNAS sandwich).
+
+`make_step(graphdef, space, tx, rule=…)` returns one jitted training step
+
+    params, rest, opt_state, loss = step(params, rest, opt_state, x, y, key)
+
+- `uniform`: one random sub-network per batch, cross-entropy on the labels.
+- `sandwich`: the max, the min and `num_random` random sub-networks on the same
+  batch, gradients accumulated into one optimizer step. With `distill`, the max
+  net learns from the labels and the others from the max net's softened
+  outputs (stop-gradient on the teacher): in-place distillation.
+
+Random archs are drawn inside the step from the key (no host round trip), so
+the step compiles once for the whole run. The max and min archs are the
+largest and smallest by parameters (`Space.extremes`), passed in as index
+vectors. Rules from `../shared/ALGORITHMS.md` §2.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from search import engine
+
+RULES = ("uniform", "sandwich")
+
+
+def random_index_vector(key, sizes) -> jax.Array:
+    """A uniformly random arch as option indices `int32[len(sizes)]`."""
+    return jax.random.randint(key, (len(sizes),), 0, jnp.asarray(sizes))
+
+
+def make_step(graphdef, space, tx: optax.GradientTransformation, rule: str = "sandwich",
+              num_random: int = 2, distill: bool = True, max_arch=None, min_arch=None):
+    """The jitted sampled-training step for `space`'s supernet (see module docstring)."""
+    if rule not in RULES:
+        raise ValueError(f"unknown sampling rule {rule!r}; rules are {list(RULES)}")
+    if num_random < 0:
+        raise ValueError(f"num_random must be ≥ 0, got {num_random}")
+    sizes = tuple(len(o) for o in space.choices.values())
+    if rule == "sandwich":
+        if max_arch is None or min_arch is None:
+            low, high, _ = space.extremes(space.params)
+            min_arch, max_arch = min_arch or low, max_arch or high
+        fixed = (jnp.asarray(space.index_vector(max_arch)), jnp.asarray(space.index_vector(min_arch)))
+
+    def loss_fn(params, rest, x, y, key):
+        def run(index_vector, rest):
+            probs = space.probs_from_index_vector(index_vector)
+            return engine.apply(graphdef, params, rest, x, probs, train=True)
+
+        if rule == "uniform":
+            logits, rest = run(random_index_vector(key, sizes), rest)
+            return engine.cross_entropy(logits, y), rest
+        teacher, rest = run(fixed[0], rest)
+        loss = engine.cross_entropy(teacher, y)
+        students = [fixed[1]] + [random_index_vector(k, sizes)
+                                 for k in jax.random.split(key, num_random)]
+        for index_vector in students:
+            logits, rest = run(index_vector, rest)
+            loss = loss + (engine.distillation(logits, teacher) if distill
+                           else engine.cross_entropy(logits, y))
+        return loss, rest
+
+    @jax.jit
+    def step(params, rest, opt_state, x, y, key):
+        (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, x, y, key)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), rest, opt_state, loss
+
+    return step

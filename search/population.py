@@ -1,0 +1,76 @@
+"""Evaluate a whole population of architectures with inherited supernet weights in
+one `vmap`ped call.
+
+Archs travel as option-index vectors `int32[P, num_choices]` (one-hot encoded
+inside the trace), so every population of the same size runs through one
+compilation; populations are padded to a fixed `chunk` to keep it that way.
+For supernets with BatchNorm, each arch first gets its own statistics from a
+calibration batch (`engine.recalibrate`), inside the same vmapped call.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from search import engine
+from spaces.core import Arch
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _population_correct(graphdef, space, recalibrate, params, rest, index_vectors, calib_x, x, y):
+    def one(index_vector):
+        probs = space.probs_from_index_vector(index_vector)
+        stats = engine.recalibrate(graphdef, params, rest, calib_x, probs) if recalibrate else rest
+        logits, _ = engine.apply(graphdef, params, stats, x, probs, train=False)
+        return engine.accuracy_count(logits, y)
+    return jax.vmap(one)(index_vectors)
+
+
+class PopulationEvaluator:
+    """Accuracy of many archs on a fixed evaluation set, `chunk` archs per call.
+
+    `evaluate(archs)` returns one accuracy per arch. The supernet's weights are
+    read when the evaluator is built (`params`, `rest` from `engine.split`);
+    call `update(params, rest)` after more training.
+    """
+
+    def __init__(self, graphdef, params, rest, space, x: np.ndarray, y: np.ndarray,
+                 calib_x: np.ndarray | None = None, recalibrate: bool | None = None,
+                 chunk: int = 16):
+        if len(x) == 0:
+            raise ValueError("population evaluation needs a non-empty evaluation set "
+                             "(is the validation split empty? set data.val_fraction > 0)")
+        self.graphdef, self.space = graphdef, space
+        self.params, self.rest = params, rest
+        self.x, self.y = jnp.asarray(x, jnp.float32), jnp.asarray(y)
+        if recalibrate is None:
+            recalibrate = engine.has_batch_norm(nnx.merge(graphdef, params, rest))
+        self.recalibrate = bool(recalibrate)
+        calib = calib_x if calib_x is not None else x
+        self.calib_x = jnp.asarray(calib, jnp.float32)
+        if chunk < 1:
+            raise ValueError(f"population chunk must be ≥ 1, got {chunk}")
+        self.chunk = chunk
+
+    def update(self, params, rest) -> None:
+        self.params, self.rest = params, rest
+
+    def evaluate(self, archs: Sequence[Arch]) -> list[float]:
+        if not archs:
+            return []
+        vectors = np.stack([self.space.index_vector(a) for a in archs])
+        correct = []
+        for start in range(0, len(vectors), self.chunk):
+            block = vectors[start:start + self.chunk]
+            pad = self.chunk - len(block)
+            if pad:
+                block = np.concatenate([block, np.repeat(block[:1], pad, 0)])
+            counts = _population_correct(self.graphdef, self.space, self.recalibrate, self.params,
+                                         self.rest, block, self.calib_x, self.x, self.y)
+            correct.extend(np.asarray(counts)[:len(block) - pad].tolist())
+        return [c / len(self.y) for c in correct]
