@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(NAS) train --space cnn1d --arch examples/cnn1d_mnist1d_paper.json --data mnist1d --epochs 100
+	$(NAS) search examples/quick.yaml --out runs/demo
 
 test: install
 	$(PY) -m pytest -n 2 tests

@@ -124,7 +124,7 @@ def _type_name(annotation) -> str:
 
 def _build(cls, raw: Mapping, prefix: str):
     if not isinstance(raw, Mapping):
-        raise ValueError(f"config{'.' + prefix if prefix else ''}: expected a mapping, "
+        raise ValueError(f"config{'.' + prefix.rstrip('.') if prefix else ''}: expected a mapping, "
                          f"got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -207,12 +207,11 @@ def from_dict(raw: Mapping | None, overrides: typing.Sequence[str] = ()) -> Conf
     """A validated `Config` from a (YAML-loaded) mapping plus `key=value` overrides."""
     raw = dict(raw or {})
     raw = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items()}
+    for section in ("space", "data"):  # `space: cnn1d` is short for `space: {name: cnn1d}`
+        if isinstance(raw.get(section), str):
+            raw[section] = {"name": raw[section]}
     for assignment in overrides:
         _set(raw, assignment)
-    if isinstance(raw.get("space"), str):
-        raw["space"] = {"name": raw["space"]}
-    if isinstance(raw.get("data"), str):
-        raw["data"] = {"name": raw["data"]}
     cfg = _build(Config, raw, "")
     _check(cfg)
     return cfg

@@ -42,6 +42,7 @@ from search import controllers, engine, gradient, oneshot, samplers
 from search.population import PopulationEvaluator
 
 VERSION = "0.1.0"
+POOL_SIZE = 4096  # feasible archs the sampled supernet step draws from under a budget
 
 
 class MetricsLog:
@@ -133,6 +134,7 @@ class SupernetPhase:
             alpha = gradient.init_alpha(space, jax.random.fold_in(key, 1))
             self.sampler = samplers.get(sc.method)
             self.step_fn = gradient.make_step(self.graphdef, self.sampler, tx, alpha_tx)
+            self.anchors = []
             self.state = {"params": params, "rest": rest, "opt": tx.init(params), "alpha": alpha,
                           "alpha_opt": alpha_tx.init(alpha), "key": jax.random.key_data(key)}
         else:
@@ -143,8 +145,13 @@ class SupernetPhase:
             tx = optax.adamw(schedule, weight_decay=sc.weight_decay if sc.weight_decay is not None
                              else 1e-4)
             high, low = _supernet_extremes(space, constraint)
+            self.anchors = [high, low] if sc.method == "sandwich" else []
+            pool = None
+            if constraint is not None:
+                sampler = controllers.get("random", space, seed=cfg.seed, constraint=constraint)
+                pool = np.stack([space.index_vector(a) for a in sampler.ask(POOL_SIZE)])
             self.step_fn = oneshot.make_step(self.graphdef, space, tx, sc.method, sc.num_random,
-                                             sc.distill, max_arch=high, min_arch=low)
+                                             sc.distill, max_arch=high, min_arch=low, pool=pool)
             self.state = {"params": params, "rest": rest, "opt": tx.init(params),
                           "key": jax.random.key_data(key)}
         self.epoch = 0
@@ -344,21 +351,28 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
             probs = {k: np.round(np.asarray(jax.nn.softmax(v)), 3).tolist()
                      for k, v in state["alpha"].items()}
             log.log("search", 1, evaluations=1, best_accuracy=evaluated[0][1])
-            write_json_atomic(run_dir / "search_state.json", {"alpha_softmax": probs,
-                                                             "arch": arch})
+            write_json_atomic(run_dir / "search_state.json", {
+                "alpha": {k: np.asarray(v).tolist() for k, v in state["alpha"].items()},
+                "alpha_softmax": probs, "arch": arch})
             cost["search_evaluations"] = 1
         else:
             state_path = run_dir / "search_state.json"
+            objectives = cfg.search.objectives if ctrl.name == "nsga2" else ["accuracy"]
             if state_path.exists():
                 ctrl.load_state_dict(json.loads(state_path.read_text()))
                 echo(f"resumed the search after {len(ctrl.history)} evaluations")
+            elif phase.anchors:
+                # The sandwich's max and min nets are trained on every batch: the best-trained
+                # sub-networks start the population.
+                anchors = [a for a in phase.anchors if constraint is None or constraint(a)]
+                accuracies = evaluator.evaluate(anchors)
+                ctrl.tell(anchors, _scores(space, anchors, accuracies, objectives))
             bar = tqdm(total=cfg.search.evaluations, initial=len(ctrl.history),
                        desc=f"search ({ctrl.name})", unit="arch", disable=not progress)
             while len(ctrl.history) < cfg.search.evaluations:
                 n = min(cfg.search.generation, cfg.search.evaluations - len(ctrl.history))
                 archs = ctrl.ask(n)
                 accuracies = evaluator.evaluate(archs)
-                objectives = cfg.search.objectives if ctrl.name == "nsga2" else ["accuracy"]
                 ctrl.tell(archs, _scores(space, archs, accuracies, objectives))
                 best = max(row[0] for _, row in ctrl.history)
                 log.log("search", len(ctrl.history), evaluations=len(ctrl.history),

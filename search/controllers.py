@@ -20,6 +20,7 @@ Rules and defaults follow `../shared/ALGORITHMS.md` §2.
 from __future__ import annotations
 
 import collections
+import inspect
 import math
 from typing import Callable, Mapping, Sequence
 
@@ -50,7 +51,14 @@ def get(name: str, space: Space, seed: int = 0, **options) -> "Controller":
     if name not in _REGISTRY:
         raise ValueError(f"unknown controller {name!r}{closest(name, _REGISTRY)}; "
                          f"controllers are {names()}")
-    return _REGISTRY[name](space, seed=seed, **options)
+    cls = _REGISTRY[name]
+    valid = {p for klass in cls.__mro__ if klass is not object
+             for p in inspect.signature(klass.__init__).parameters} - {"self", "space", "seed", "kw"}
+    for option in options:
+        if option not in valid:
+            raise ValueError(f"controller {name!r} has no option {option!r}"
+                             f"{closest(option, valid)}; its options are {sorted(valid)}")
+    return cls(space, seed=seed, **options)
 
 
 def _positive_int(owner: str, field: str, value) -> int:
@@ -187,15 +195,17 @@ class AgingEvolution(Controller):
     """Regularized (aging) evolution, Real et al. 2019.
 
     The first `population` asks are random. Afterwards each candidate is a
-    one-decision mutation of the best of `sample` members drawn at random from
+    one-decision mutation of the best of `sample` (default min(10, population)) members drawn at random from
     the population; every told arch joins the population and the **oldest**
     member leaves once it holds more than `population`.
     """
 
-    def __init__(self, space: Space, seed: int = 0, population: int = 50, sample: int = 10,
-                 **kw):
+    def __init__(self, space: Space, seed: int = 0, population: int = 50,
+                 sample: int | None = None, **kw):
         super().__init__(space, seed, **kw)
         self.population_size = _positive_int(self.name, "population", population)
+        if sample is None:
+            sample = min(10, self.population_size)
         self.sample_size = _positive_int(self.name, "sample", sample)
         if self.sample_size > self.population_size:
             raise ValueError(f"aging: sample ({sample}) must be ≤ population ({population})")

@@ -33,7 +33,7 @@ def recalibrate(graphdef, params, rest, x, probs):
     the batch `x` under the architecture `probs` (active channels only), as OFA
     and BigNAS do before evaluating a sub-network with inherited weights."""
     net = nnx.merge(graphdef, params, rest, copy=True)
-    for _, module in net.iter_modules():
+    for _, module in nnx.iter_modules(net):
         if isinstance(module, layers.BatchNorm):
             module.momentum = 0.0
     net.forward(x, probs, train=True)
@@ -41,7 +41,7 @@ def recalibrate(graphdef, params, rest, x, probs):
 
 
 def has_batch_norm(model: nnx.Module) -> bool:
-    return any(isinstance(m, layers.BatchNorm) for _, m in model.iter_modules())
+    return any(isinstance(m, layers.BatchNorm) for _, m in nnx.iter_modules(model))
 
 
 def cross_entropy(logits, labels):

@@ -11,7 +11,10 @@
   outputs (stop-gradient on the teacher): in-place distillation.
 
 Random archs are drawn inside the step from the key (no host round trip), so
-the step compiles once for the whole run. The max and min archs are the
+the step compiles once for the whole run: uniformly over the space, or — under
+a budget — uniformly from a `pool` of feasible archs (index vectors
+`int32[N, num_choices]`) sampled beforehand, so no capacity goes to
+sub-networks the search may never pick. The max and min archs are the
 largest and smallest by parameters (`Space.extremes`), passed in as index
 vectors. Rules from `../shared/ALGORITHMS.md` §2.
 """
@@ -32,13 +35,24 @@ def random_index_vector(key, sizes) -> jax.Array:
 
 
 def make_step(graphdef, space, tx: optax.GradientTransformation, rule: str = "sandwich",
-              num_random: int = 2, distill: bool = True, max_arch=None, min_arch=None):
+              num_random: int = 2, distill: bool = True, max_arch=None, min_arch=None,
+              pool=None):
     """The jitted sampled-training step for `space`'s supernet (see module docstring)."""
     if rule not in RULES:
         raise ValueError(f"unknown sampling rule {rule!r}; rules are {list(RULES)}")
     if num_random < 0:
         raise ValueError(f"num_random must be ≥ 0, got {num_random}")
     sizes = tuple(len(o) for o in space.choices.values())
+    if pool is not None:
+        pool = jnp.asarray(pool, jnp.int32)
+        if pool.ndim != 2 or pool.shape[1] != len(sizes) or len(pool) == 0:
+            raise ValueError(f"pool must be int32[N ≥ 1, {len(sizes)}] index vectors, "
+                             f"got shape {tuple(pool.shape)}")
+
+    def draw(key):
+        if pool is None:
+            return random_index_vector(key, sizes)
+        return pool[jax.random.randint(key, (), 0, len(pool))]
     if rule == "sandwich":
         if max_arch is None or min_arch is None:
             low, high, _ = space.extremes(space.params)
@@ -51,12 +65,11 @@ def make_step(graphdef, space, tx: optax.GradientTransformation, rule: str = "sa
             return engine.apply(graphdef, params, rest, x, probs, train=True)
 
         if rule == "uniform":
-            logits, rest = run(random_index_vector(key, sizes), rest)
+            logits, rest = run(draw(key), rest)
             return engine.cross_entropy(logits, y), rest
         teacher, rest = run(fixed[0], rest)
         loss = engine.cross_entropy(teacher, y)
-        students = [fixed[1]] + [random_index_vector(k, sizes)
-                                 for k in jax.random.split(key, num_random)]
+        students = [fixed[1]] + [draw(k) for k in jax.random.split(key, num_random)]
         for index_vector in students:
             logits, rest = run(index_vector, rest)
             loss = loss + (engine.distillation(logits, teacher) if distill

@@ -1,0 +1,100 @@
+"""`nas search` end to end: run dir contents, the export reloads and reproduces its
+reported accuracy, resume repeats nothing, budgets hold, bad configs write nothing."""
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from launch import cli
+from launch import data as datasets
+from launch.run import load_export
+from launch.train import accuracy
+
+TINY = {
+    "seed": 0, "space": "cnn1d", "data": {"name": "mnist1d", "val_fraction": 0.2},
+    "supernet": {"method": "sandwich", "epochs": 2, "batch_size": 128},
+    "search": {"controller": "aging", "evaluations": 24, "generation": 8, "population": 8,
+               "sample": 4, "candidates": 2},
+    "retrain": {"epochs": 2},
+}
+
+
+def _write(tmp_path, body, name="tiny.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def test_search_writes_a_complete_run_dir_and_a_reloadable_export(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["search", str(_write(tmp_path, TINY)), "--out", str(run), "--quiet",
+                     "--set", "search.max_params=5000"]) == 0
+    for name in ("config.yaml", "metrics.jsonl", "trajectory.png", "pareto.png", "report.txt",
+                 "search_state.json", "best/arch.json"):
+        assert (run / name).is_file(), name
+    assert any((run / "tensorboard").iterdir())
+    assert any((run / "best" / "weights").iterdir())
+    info = json.loads((run / "best" / "arch.json").read_text())
+    assert info["space"] == "cnn1d" and info["params"] <= 5000
+    assert set(info["metrics"]) >= {"test_accuracy", "val_accuracy"}
+    assert {"supernet_seconds", "search_seconds", "retrain_seconds"} <= set(info["cost"])
+    phases = [json.loads(line)["phase"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert phases.count("supernet") == 2 and phases.count("retrain") == 2
+    assert "search cost" in capsys.readouterr().out
+
+    space, arch, model = load_export(run / "best")
+    assert arch == info["choices"]
+    data = datasets.load("mnist1d", seed=0, val_fraction=0.2)
+    assert accuracy(model, data.x_test, data.y_test) == pytest.approx(
+        info["metrics"]["test_accuracy"], abs=1e-9)
+
+    # Same config again: everything is resumed, nothing retrained in the supernet phase.
+    lines_before = len((run / "metrics.jsonl").read_text().splitlines())
+    assert cli.main(["search", str(_write(tmp_path, TINY)), "--out", str(run), "--quiet",
+                     "--set", "search.max_params=5000"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed the supernet phase at epoch 2/2" in out
+    assert "resumed the search after 24 evaluations" in out
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in records[lines_before:]] == ["retrain", "retrain"]
+
+
+def test_gradient_search_discretises_by_argmax(tmp_path):
+    body = dict(TINY, supernet={"method": "gdas", "epochs": 1, "batch_size": 64},
+                search={"controller": "auto", "candidates": 1})
+    run = tmp_path / "grad"
+    assert cli.main(["search", str(_write(tmp_path, body)), "--out", str(run), "--quiet"]) == 0
+    state = json.loads((run / "search_state.json").read_text())
+    info = json.loads((run / "best" / "arch.json").read_text())
+    assert info["search"]["controller"] == "argmax"
+    expected = {k: space_options[int(np.argmax(state["alpha"][k]))]
+                for k, space_options in info["space_config"]["choices"].items()}
+    assert info["choices"] == expected
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "alpha_entropy" in records[0]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["search.controler=aging"], "did you mean 'search.controller'"),
+    (["search.max_params=10"], "the smallest arch of 'cnn1d' has"),
+    (["supernet.batch_size=100000"], "supernet.batch_size = 100000 exceeds"),
+    (["space.name=cnn"], "unknown space 'cnn'"),
+])
+def test_bad_config_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, overrides, message):
+    run = tmp_path / "never"
+    args = ["search", str(_write(tmp_path, TINY)), "--out", str(run), "--quiet"]
+    for o in overrides:
+        args += ["--set", o]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not run.exists()
+
+
+def test_a_different_config_in_an_existing_run_dir_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("seed: 99\n")
+    assert cli.main(["search", str(_write(tmp_path, TINY)), "--out", str(run), "--quiet"]) == 2
+    assert "holds a different config" in capsys.readouterr().err

@@ -1,0 +1,170 @@
+"""Sampled one-shot steps, the bi-level gradient step and vmapped population evaluation,
+each against a slow reference computed arch by arch."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import nas
+import spaces
+from launch.train import accuracy
+from nas import layers
+from search import engine, gradient, oneshot, samplers
+from search.population import PopulationEvaluator
+
+SHAPES = {"mlp": (64,), "cnn1d": (40, 1), "convnet": (12, 12, 3), "vit": (8, 8, 3),
+          "nb201": (8, 8, 3)}
+
+
+def _setup(name, batch=16, seed=0):
+    space = spaces.get(name).bind(SHAPES[name], 10)
+    model = nas.supernet(space, seed=seed)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch,) + SHAPES[name]).astype(np.float32)
+    y = rng.integers(0, 10, batch)
+    return space, model, x, y
+
+
+@pytest.mark.parametrize("rule", ["uniform", "sandwich"])
+def test_sampled_loss_is_the_sum_over_the_sampled_archs(rule):
+    space, model, x, y = _setup("cnn1d")
+    graphdef, params, rest = engine.split(model)
+    tx = optax.sgd(0.0)
+    step = oneshot.make_step(graphdef, space, tx, rule, num_random=2, distill=True)
+    key = jax.random.key(3)
+    _, _, _, loss = step(params, rest, tx.init(params), x, y, key)
+
+    sizes = [len(o) for o in space.choices.values()]
+
+    def logits(arch):
+        return model(x, arch)  # inference and training coincide: cnn1d has no BatchNorm
+
+    if rule == "uniform":
+        arch = space.from_indices(np.asarray(oneshot.random_index_vector(key, sizes)))
+        expected = optax.softmax_cross_entropy_with_integer_labels(logits(arch), y).mean()
+    else:
+        low, high, _ = space.extremes(space.params)
+        teacher = logits(high)
+        soft = jax.nn.softmax(teacher)
+        students = [low] + [space.from_indices(np.asarray(oneshot.random_index_vector(k, sizes)))
+                            for k in jax.random.split(key, 2)]
+        expected = optax.softmax_cross_entropy_with_integer_labels(teacher, y).mean()
+        for arch in students:
+            expected += optax.softmax_cross_entropy(logits(arch), soft).mean()
+    np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_sandwich_trains_every_space_with_one_compilation(name, compile_counter):
+    space, model, x, y = _setup(name)
+    graphdef, params, rest = engine.split(model)
+    tx = optax.adam(1e-3)
+    step = oneshot.make_step(graphdef, space, tx, "sandwich", num_random=1)
+    opt = tx.init(params)
+    before = jax.tree.map(jnp.copy, params)
+    compiled = None
+    for i in range(3):
+        params, rest, opt, loss = step(params, rest, opt, x, y, jax.random.key(i))
+        assert np.isfinite(float(loss))
+        compiled = compiled if compiled is not None else len(compile_counter)
+    assert len(compile_counter) == compiled  # steps 2 and 3 (other random archs) reuse step 1
+    moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), params, before))
+    assert max(moved) > 0
+
+
+def test_bilevel_step_matches_a_hand_written_alternation():
+    space, model, x, y = _setup("cnn1d")
+    xv, yv = x[::-1].copy(), y[::-1].copy()
+    graphdef, params, rest = engine.split(model)
+    sampler = samplers.get("drnas")
+    w_tx, a_tx = gradient.weight_optimizer(10), gradient.alpha_optimizer()
+    alpha = gradient.init_alpha(space, jax.random.key(0))
+    step = gradient.make_step(graphdef, sampler, w_tx, a_tx)
+    key = jax.random.key(7)
+    p2, _, _, a2, _, metrics = step(params, rest, w_tx.init(params), alpha, a_tx.init(alpha),
+                                    x, y, xv, yv, key, jnp.float32(0.5))
+
+    # Reference: α-step on the validation batch first, then a weight step at the new α.
+    k_alpha, k_weights = jax.random.split(key)
+
+    def val_loss(a):
+        probs = sampler.sample(a, k_alpha, 0.5)
+        return engine.cross_entropy(model(xv, probs), yv) + sampler.penalty(a)
+
+    grads = jax.grad(val_loss)(alpha)
+    updates, _ = a_tx.update(grads, a_tx.init(alpha), alpha)
+    alpha_ref = optax.apply_updates(alpha, updates)
+    for k in alpha:
+        np.testing.assert_allclose(a2[k], alpha_ref[k], rtol=1e-5, atol=1e-8)
+    probs = sampler.sample(alpha_ref, k_weights, 0.5)
+    expected = engine.cross_entropy(model(x, probs), y)
+    np.testing.assert_allclose(float(metrics["loss"]), float(expected), rtol=1e-5)
+    assert float(jnp.abs(p2["head"]["kernel"][...] - params["head"]["kernel"][...]).max()) > 0
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+@pytest.mark.parametrize("method", ["darts", "darts_sparsemax", "drnas", "gdas"])
+def test_every_sampler_searches_every_space(name, method):
+    space, model, x, y = _setup(name, batch=8)
+    graphdef, params, rest = engine.split(model)
+    w_tx, a_tx = gradient.weight_optimizer(4), gradient.alpha_optimizer(learning_rate=0.05)
+    alpha = gradient.init_alpha(space, jax.random.key(0))
+    step = gradient.make_step(graphdef, samplers.get(method), w_tx, a_tx)
+    w_state, a_state = w_tx.init(params), a_tx.init(alpha)
+    for i in range(2):
+        params, rest, w_state, new_alpha, a_state, metrics = step(
+            params, rest, w_state, alpha, a_state, x, y, x, y, jax.random.key(i), jnp.float32(i / 2))
+        assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["alpha_loss"]))
+        assert any(float(jnp.abs(new_alpha[k] - alpha[k]).max()) > 0 for k in alpha)
+        alpha = new_alpha
+    assert space.validate(gradient.discretise(space, alpha))
+    assert 0 <= gradient.entropy(alpha) <= np.log(max(len(o) for o in space.choices.values()))
+
+
+def test_discretise_is_argmax_per_decision():
+    space = spaces.get("cnn1d")
+    alpha = {k: jnp.zeros(len(o)).at[i % len(o)].set(1.0)
+             for i, (k, o) in enumerate(space.choices.items())}
+    arch = gradient.discretise(space, alpha)
+    assert arch == {k: o[i % len(o)] for i, (k, o) in enumerate(space.choices.items())}
+
+
+def _recalibrated_compact_accuracy(model, arch, calib, x, y):
+    """Slow reference: extract the compact model, set its BatchNorm statistics to the
+    calibration batch's own (momentum 0), evaluate it."""
+    compact = nas.extract(model, arch)
+    for _, module in nnx.iter_modules(compact):
+        if isinstance(module, layers.BatchNorm):
+            module.momentum = 0.0
+    compact.forward(jnp.asarray(calib), compact.space.encode(None), train=True)
+    return accuracy(compact, x, y)
+
+
+@pytest.mark.parametrize("name", ["cnn1d", "convnet", "nb201"])
+def test_population_evaluation_matches_arch_by_arch(name, compile_counter):
+    space, model, x, y = _setup(name, batch=24)
+    calib = np.random.default_rng(1).normal(1.0, 2.0, size=(16,) + SHAPES[name]).astype(np.float32)
+    graphdef, params, rest = engine.split(model)
+    evaluator = PopulationEvaluator(graphdef, params, rest, space, x, y, calib_x=calib, chunk=4)
+    assert evaluator.recalibrate == (name != "cnn1d")
+    archs = [space.sample(i) for i in range(6)]
+    got = evaluator.evaluate(archs)
+    compiles = len(compile_counter)
+    evaluator.evaluate([space.sample(i) for i in range(10, 13)])  # another population, padded
+    assert len(compile_counter) == compiles
+    for arch, acc in zip(archs, got):
+        if evaluator.recalibrate:
+            expected = _recalibrated_compact_accuracy(model, arch, calib, x, y)
+        else:
+            expected = accuracy(model, x, y, arch)
+        assert acc == pytest.approx(expected, abs=1e-9)
+
+
+def test_population_evaluation_needs_data():
+    space, model, x, y = _setup("mlp")
+    graphdef, params, rest = engine.split(model)
+    with pytest.raises(ValueError, match="non-empty evaluation set"):
+        PopulationEvaluator(graphdef, params, rest, space, x[:0], y[:0])
+    assert nnx.state(model)  # the evaluator never consumed the model
