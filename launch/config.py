@@ -70,6 +70,8 @@ class SearchConfig:
 @dataclasses.dataclass
 class RetrainConfig:
     mode: str = "scratch"               # scratch (new weights) | finetune (inherited weights)
+    space_options: dict = dataclasses.field(default_factory=dict)  # override space options of
+    #                                     the retrained model (same choices), e.g. {norm: none}
     epochs: int = 100
     batch_size: int = 128
     learning_rate: float = 0.01         # AdamW peak, cosine to 0
@@ -179,6 +181,9 @@ def _check(cfg: Config) -> None:
             or len(set(objectives)) != len(objectives):
         raise ValueError(f"config search.objectives = {objectives!r}: 'accuracy' first, then any "
                          f"of {list(_OBJECTIVES[1:])} without repeats")
+    if cfg.retrain.mode == "finetune" and cfg.retrain.space_options:
+        raise ValueError("config retrain.space_options needs retrain.mode = 'scratch': inherited "
+                         "weights only fit the supernet's own space")
     if cfg.search.min_params and cfg.search.max_params and cfg.search.min_params > cfg.search.max_params:
         raise ValueError(f"config search.min_params = {cfg.search.min_params} exceeds "
                          f"search.max_params = {cfg.search.max_params}")

@@ -294,6 +294,14 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
                          **data_options)
     space = spaces.get(cfg.space.name, **cfg.space.options).bind(data.input_shape, data.num_classes)
     constraint = _constraint(space, cfg.search)
+    retrain_space = space
+    if cfg.retrain.space_options:
+        retrain_space = spaces.get(cfg.space.name, **{**cfg.space.options,
+                                                      **cfg.retrain.space_options})
+        retrain_space = retrain_space.bind(data.input_shape, data.num_classes)
+        if retrain_space.choices != space.choices:
+            raise ValueError(f"config retrain.space_options = {cfg.retrain.space_options}: the "
+                             "retrained space must keep the searched space's choices")
     for section, size in (("supernet", len(data.x_train) // (2 if cfg.supernet.method
                                                               in configs.GRADIENT else 1)),
                           ("retrain", len(data.x_train))):
@@ -397,7 +405,7 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
         for i, (arch, supernet_acc) in enumerate(candidates):
             echo(f"retrain {i + 1}/{len(candidates)} ({rc.mode}): {json.dumps(arch)} — "
                  f"{space.params(arch):,} params, supernet val accuracy {supernet_acc:.4f}")
-            model = (nas.supernet(space.fix(arch), seed=cfg.seed) if rc.mode == "scratch"
+            model = (nas.supernet(retrain_space.fix(arch), seed=cfg.seed) if rc.mode == "scratch"
                      else nas.extract(inherited, arch))
             result = train(model, data, train_cfg, progress=progress)
             log.log("retrain", i + 1, supernet_accuracy=supernet_acc, params=space.params(arch),
@@ -415,7 +423,7 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
         _write_orbax(best_dir / "weights", chosen.model)
         info = {
             "space": space.name, "choices": arch,
-            "params": space.params(arch), "flops": space.flops(arch),
+            "params": retrain_space.params(arch), "flops": retrain_space.flops(arch),
             "metrics": {"test_accuracy": chosen.test_accuracy, "val_accuracy": chosen.val_accuracy,
                         "supernet_val_accuracy": supernet_acc},
             "search": {"method": cfg.supernet.method,
@@ -426,7 +434,7 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
                                        "supernet_val_accuracy": s, "val_accuracy": r.val_accuracy,
                                        "test_accuracy": r.test_accuracy} for a, s, r in results]},
             "cost": cost, "data": cfg.data.name, "retrain": dataclasses.asdict(train_cfg),
-            "space_config": space.to_dict(), "engine": f"jaxnas {VERSION}",
+            "space_config": retrain_space.to_dict(), "engine": f"jaxnas {VERSION}",
         }
         write_json_atomic(best_dir / "arch.json", info)
         plots.trajectory(run_dir / "trajectory.png", log.phase("supernet"), log.phase("search"),

@@ -5,6 +5,8 @@
     params, rest, opt_state, loss = step(params, rest, opt_state, x, y, key)
 
 - `uniform`: one random sub-network per batch, cross-entropy on the labels.
+- `largest`: the max net alone (the first stage of OFA's progressive shrinking:
+  sub-networks then start from the max net's features instead of from noise).
 - `sandwich`: the max, the min and `num_random` random sub-networks on the same
   batch, gradients accumulated into one optimizer step. With `distill`, the max
   net learns from the labels and the others from the max net's softened
@@ -26,7 +28,7 @@ import optax
 
 from search import engine
 
-RULES = ("uniform", "sandwich")
+RULES = ("uniform", "sandwich", "largest")
 
 
 def random_index_vector(key, sizes) -> jax.Array:
@@ -53,7 +55,7 @@ def make_step(graphdef, space, tx: optax.GradientTransformation, rule: str = "sa
         if pool is None:
             return random_index_vector(key, sizes)
         return pool[jax.random.randint(key, (), 0, len(pool))]
-    if rule == "sandwich":
+    if rule in ("sandwich", "largest"):
         if max_arch is None or min_arch is None:
             low, high, _ = space.extremes(space.params)
             min_arch, max_arch = min_arch or low, max_arch or high
@@ -69,6 +71,8 @@ def make_step(graphdef, space, tx: optax.GradientTransformation, rule: str = "sa
             return engine.cross_entropy(logits, y), rest
         teacher, rest = run(fixed[0], rest)
         loss = engine.cross_entropy(teacher, y)
+        if rule == "largest":
+            return loss, rest
         students = [fixed[1]] + [draw(k) for k in jax.random.split(key, num_random)]
         for index_vector in students:
             logits, rest = run(index_vector, rest)

@@ -4,6 +4,13 @@ Input `[batch, 40, 1]`. Three stages s = 0, 1, 2; stage s is `depth_s` ×
 [Conv1D(`channels_s`, `kernel_s`, padding SAME) → ReLU]; max-pool (window 2,
 stride 2) after stages 0 and 1; head = global average pool → Dense(classes).
 Choices `channels_s` {8,16,24,32}, `kernel_s` {3,5,7}, `depth_s` {1,2,3}.
+
+`norm="batch"` puts a parameter-free BatchNorm (statistics of the active
+channels, no scale or bias) between each conv and its ReLU. Parameter counts
+and FLOPs are unchanged, and weight sharing becomes trainable: without
+normalisation, sub-networks of different depths hand the next stage
+activations of very different scales, and sampled training of the supernet
+stalls (see `docs/search.md`).
 """
 from __future__ import annotations
 
@@ -27,28 +34,35 @@ class CNN1DSupernet(nas.Supernet):
         self.space = space
         c = space.choices
         in_channels = space.input_shape[-1]
-        stages = []
+        stages, norm_layers = [], []
         for s in range(STAGES):
             width, kernel = max(c[f"channels_{s}"]), max(c[f"kernel_{s}"])
-            stage = []
+            stage, norms = [], []
             for _ in range(max(c[f"depth_{s}"])):
                 stage.append(layers.Conv(in_channels, width, kernel, 1, rngs=rngs))
+                norms.append(layers.BatchNorm(width, affine=False) if space.config["norm"] == "batch"
+                             else None)
                 in_channels = width
             stages.append(nnx.List(stage))
+            norm_layers.append(nnx.List(norms))
         self.stages = nnx.List(stages)
+        self.norms = nnx.List(norm_layers)
         self.head = layers.Dense(in_channels, space.num_classes, rngs=rngs)
 
     def forward(self, x, probs, train: bool = False):
         """x: [batch, length, 1] (or [batch, length]) → logits [batch, num_classes]."""
         c = self.space.choices
         h = x.reshape(x.shape[0], self.space.input_shape[0], -1)
-        for s, stage in enumerate(self.stages):
+        for s, (stage, norms) in enumerate(zip(self.stages, self.norms)):
             kernel = stage[0].kernel
             mask = masks.prefix_mask(probs[f"channels_{s}"], c[f"channels_{s}"], kernel.shape[-1])
             window = masks.window_mask(probs[f"kernel_{s}"], c[f"kernel_{s}"], kernel.shape[0], 1)
             outputs = []
-            for conv in stage:
-                h = jax.nn.relu(conv(h, mask, window))
+            for conv, norm in zip(stage, norms):
+                h = conv(h, mask, window)
+                if norm is not None:
+                    h = norm(h, mask, train)
+                h = jax.nn.relu(h)
                 outputs.append(h)
             depth = masks.depth_weights(probs[f"depth_{s}"], c[f"depth_{s}"], len(stage))
             h = masks.mixture(depth, outputs)
@@ -63,14 +77,17 @@ class CNN1DSpace(Space):
     default_input_shape = (40, 1)
     default_num_classes = 10
 
-    def __init__(self, channels=CHANNELS, kernels=KERNELS, depths=DEPTHS, **kw):
+    def __init__(self, channels=CHANNELS, kernels=KERNELS, depths=DEPTHS, norm: str = "none",
+                 **kw):
+        if norm not in ("none", "batch"):
+            raise ValueError(f"cnn1d: norm must be 'none' or 'batch', got {norm!r}")
         choices = {}
         for s in range(STAGES):
             choices[f"channels_{s}"] = tuple(channels)
             choices[f"kernel_{s}"] = tuple(kernels)
             choices[f"depth_{s}"] = tuple(depths)
         super().__init__(choices, channels=tuple(channels), kernels=tuple(kernels),
-                         depths=tuple(depths), **kw)
+                         depths=tuple(depths), norm=norm, **kw)
 
     def _check_shape(self):
         if len(self.input_shape) > 2 or (len(self.input_shape) == 2 and self.input_shape[1] != 1):

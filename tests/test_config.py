@@ -28,6 +28,8 @@ def test_defaults_and_overrides():
     ({"search": {"min_params": 10, "max_params": 5}}, [], r"min_params = 10 exceeds"),
     ({}, ["search.max_params"], r"expected key=value"),
     ({"search": 3}, [], r"config.search: expected a mapping"),
+    ({"retrain": {"mode": "finetune", "space_options": {"norm": "none"}}}, [],
+     r"space_options needs retrain.mode = 'scratch'"),
 ])
 def test_bad_configs_name_the_field(raw, overrides, message):
     with pytest.raises(ValueError, match=message):

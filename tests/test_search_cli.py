@@ -12,11 +12,12 @@ from launch.run import load_export
 from launch.train import accuracy
 
 TINY = {
-    "seed": 0, "space": "cnn1d", "data": {"name": "mnist1d", "val_fraction": 0.2},
+    "seed": 0, "space": {"name": "cnn1d", "options": {"norm": "batch"}},
+    "data": {"name": "mnist1d", "val_fraction": 0.2},
     "supernet": {"method": "sandwich", "epochs": 2, "batch_size": 128},
     "search": {"controller": "aging", "evaluations": 24, "generation": 8, "population": 8,
                "sample": 4, "candidates": 2},
-    "retrain": {"epochs": 2},
+    "retrain": {"epochs": 2, "space_options": {"norm": "none"}},
 }
 
 
@@ -37,6 +38,7 @@ def test_search_writes_a_complete_run_dir_and_a_reloadable_export(tmp_path, caps
     assert any((run / "best" / "weights").iterdir())
     info = json.loads((run / "best" / "arch.json").read_text())
     assert info["space"] == "cnn1d" and info["params"] <= 5000
+    assert info["space_config"]["config"]["norm"] == "none"  # searched with BN, retrained plain
     assert set(info["metrics"]) >= {"test_accuracy", "val_accuracy"}
     assert {"supernet_seconds", "search_seconds", "retrain_seconds"} <= set(info["cost"])
     phases = [json.loads(line)["phase"] for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -80,6 +82,7 @@ def test_gradient_search_discretises_by_argmax(tmp_path):
     (["search.max_params=10"], "the smallest arch of 'cnn1d' has"),
     (["supernet.batch_size=100000"], "supernet.batch_size = 100000 exceeds"),
     (["space.name=cnn"], "unknown space 'cnn'"),
+    (["retrain.space_options={norm: group}"], "norm must be 'none' or 'batch'"),
 ])
 def test_bad_config_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, overrides, message):
     run = tmp_path / "never"

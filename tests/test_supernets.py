@@ -18,10 +18,18 @@ CASES = {
     "nb201": (8, 8, 3),
 }
 N_ARCHS = 12
+# Space options worth testing on their own: (space, options).
+VARIANTS = {"cnn1d-bn": ("cnn1d", {"norm": "batch"})}
+CASES["cnn1d-bn"] = CASES["cnn1d"]
+
+
+def _space(name):
+    base, options = VARIANTS.get(name, (name, {}))
+    return spaces.get(base, **options)
 
 
 def _model_with_moved_statistics(name):
-    space = spaces.get(name)
+    space = _space(name)
     model = nas.supernet(space, input_shape=CASES[name], num_classes=10, seed=0)
     rng = np.random.default_rng(0)
     graphdef, state = nnx.split(model)
@@ -59,7 +67,7 @@ def test_extract_equals_masked_supernet_and_costs_are_exact(name):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_one_compilation_serves_every_arch_and_mixture(name, compile_counter):
-    space = spaces.get(name)
+    space = _space(name)
     model = nas.supernet(space, input_shape=CASES[name], num_classes=10, seed=1)
     x = np.random.default_rng(1).normal(size=(4,) + CASES[name]).astype(np.float32)
     model(x, space.sample(seed=0))
@@ -75,7 +83,7 @@ def test_one_compilation_serves_every_arch_and_mixture(name, compile_counter):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_soft_mixture_is_differentiable_in_every_choice(name):
-    space = spaces.get(name)
+    space = _space(name)
     model = nas.supernet(space, input_shape=CASES[name], num_classes=10, seed=2)
     x = np.random.default_rng(2).normal(size=(4,) + CASES[name]).astype(np.float32)
     y = np.arange(4) % 10
@@ -93,7 +101,7 @@ def test_soft_mixture_is_differentiable_in_every_choice(name):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_arch_names_the_key(name):
-    space = spaces.get(name)
+    space = _space(name)
     model = nas.supernet(space, input_shape=CASES[name], num_classes=10)
     arch = space.sample(seed=0)
     key = space.names[-1]
@@ -129,3 +137,12 @@ def test_input_shape_is_checked():
         nas.supernet(spaces.get("nb201"), input_shape=(10, 10, 3))
     with pytest.raises(ValueError, match=r"cnn1d takes inputs \[length\]"):
         nas.supernet(spaces.get("cnn1d"), input_shape=(8, 8, 1))
+
+
+def test_cnn1d_batch_norm_adds_no_parameters_and_rejects_unknown_norms():
+    plain, normed = spaces.get("cnn1d").bind((40, 1), 10), spaces.get("cnn1d", norm="batch").bind((40, 1), 10)
+    arch = plain.sample(3)
+    assert plain.params(arch) == normed.params(arch)
+    assert nas.count_params(nas.supernet(normed.fix(arch))) == plain.params(arch)
+    with pytest.raises(ValueError, match="norm must be 'none' or 'batch'"):
+        spaces.get("cnn1d", norm="layer")
