@@ -444,7 +444,7 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
                      (space.params(arch), supernet_acc), budget=cfg.search.max_params)
         summary = Summary(arch, info["params"], info["flops"], chosen.val_accuracy,
                           chosen.test_accuracy, cost, run_dir)
-        report = _report(summary, space, cfg)
+        report = _report(summary, space, cfg, state.get("alpha"))
         write_text_atomic(run_dir / "report.txt", report)
         echo(report)
         return summary
@@ -452,7 +452,20 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
         log.close()
 
 
-def _report(summary: Summary, space, cfg: configs.Config) -> str:
+def _collapse_lines(space, arch, alpha) -> list[str]:
+    """How decided the gradient search was, and a warning when it collapsed to the
+    cheapest arch (DARTS' failure mode: parameter-free ops win every edge)."""
+    confidence = [float(np.max(np.asarray(jax.nn.softmax(v)))) for v in alpha.values()]
+    lines = [f"  α: argmax holds {np.mean(confidence):.0%} of the softmax mass on average "
+             f"(min {min(confidence):.0%}) over {len(confidence)} decisions"]
+    smallest, _, _ = space.extremes(space.params)
+    if space.params(arch) == space.params(smallest):
+        lines.append("  warning: the search collapsed to the space's smallest architecture "
+                     "(parameter-free ops wherever allowed); compare with a sampled search")
+    return lines
+
+
+def _report(summary: Summary, space, cfg: configs.Config, alpha=None) -> str:
     c = summary.cost
     budget = ", ".join(f"{k} ≤ {v:,}" if k.startswith("max") else f"{k} ≥ {v:,}"
                        for k, v in (("max_params", cfg.search.max_params),
@@ -464,6 +477,7 @@ def _report(summary: Summary, space, cfg: configs.Config) -> str:
                                                                    if budget else ""),
         f"  retrained {cfg.retrain.epochs} epochs ({cfg.retrain.mode}): val accuracy "
         f"{summary.val_accuracy:.4f}, test accuracy {summary.test_accuracy:.4f}",
+        *(_collapse_lines(space, summary.arch, alpha) if alpha is not None else []),
         f"search cost: supernet {c['supernet_seconds']:.0f} s ({cfg.supernet.epochs} epochs, "
         f"{c['supernet_steps']:,} steps, {cfg.supernet.method}), search "
         f"{c['search_seconds']:.0f} s ({c['search_evaluations']:,} archs evaluated with inherited "

@@ -62,7 +62,7 @@ def test_search_writes_a_complete_run_dir_and_a_reloadable_export(tmp_path, caps
     assert [r["phase"] for r in records[lines_before:]] == ["retrain", "retrain"]
 
 
-def test_gradient_search_discretises_by_argmax(tmp_path):
+def test_gradient_search_discretises_by_argmax(tmp_path, capsys):
     body = dict(TINY, supernet={"method": "gdas", "epochs": 1, "batch_size": 64},
                 search={"controller": "auto", "candidates": 1})
     run = tmp_path / "grad"
@@ -75,6 +75,7 @@ def test_gradient_search_discretises_by_argmax(tmp_path):
     assert info["choices"] == expected
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert "alpha_entropy" in records[0]
+    assert "α: argmax holds" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("overrides, message", [
