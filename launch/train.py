@@ -18,6 +18,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from launch.data import Batches, Dataset
+from search.engine import cross_entropy
 
 
 @dataclasses.dataclass
@@ -45,11 +46,6 @@ class TrainResult:
     val_accuracy: float
     test_accuracy: float
     seconds: float
-
-
-def cross_entropy(logits, labels):
-    """Mean softmax cross-entropy; logits [batch, classes], integer labels [batch]."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def make_optimizer(cfg: TrainConfig, steps: int, warmup_steps: int) -> optax.GradientTransformation:
