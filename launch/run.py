@@ -82,14 +82,16 @@ def _constraint(space, cfg: configs.SearchConfig):
         return cfg.max_flops is None or space.flops(arch) <= cfg.max_flops
     if cfg.max_params is None and cfg.min_params is None and cfg.max_flops is None:
         return None
-    smallest, _, _ = space.extremes(space.params)
-    if cfg.max_params is not None and space.params(smallest) > cfg.max_params:
-        raise ValueError(f"config search.max_params = {cfg.max_params}: the smallest arch of "
-                         f"{space.name!r} has {space.params(smallest):,} parameters")
-    cheapest, _, _ = space.extremes(space.flops)
-    if cfg.max_flops is not None and space.flops(cheapest) > cfg.max_flops:
-        raise ValueError(f"config search.max_flops = {cfg.max_flops}: the cheapest arch of "
-                         f"{space.name!r} has {space.flops(cheapest):,} FLOPs")
+    if cfg.max_params is not None:
+        smallest, _, _ = space.extremes(space.params)
+        if space.params(smallest) > cfg.max_params:
+            raise ValueError(f"config search.max_params = {cfg.max_params}: the smallest arch of "
+                             f"{space.name!r} has {space.params(smallest):,} parameters")
+    if cfg.max_flops is not None:
+        cheapest, _, _ = space.extremes(space.flops)
+        if space.flops(cheapest) > cfg.max_flops:
+            raise ValueError(f"config search.max_flops = {cfg.max_flops}: the cheapest arch of "
+                             f"{space.name!r} has {space.flops(cheapest):,} FLOPs")
     return ok
 
 
@@ -320,12 +322,12 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
     cost: dict = {}
     try:
         echo(data.summary())
-        echo(f"space {space.name}: {space.size():,} architectures; supernet "
-             f"{nas.count_params(nas.supernet(space, seed=0)):,} parameters")
 
         # ---------------------------------------------------------------- supernet phase
         t0 = time.perf_counter()
         phase = SupernetPhase(cfg, space, data, run_dir, constraint)
+        echo(f"space {space.name}: {space.size():,} architectures; supernet "
+             f"{nas.count_params(phase.model):,} parameters")
         if phase.restore():
             echo(f"resumed the supernet phase at epoch {phase.epoch}/{cfg.supernet.epochs}")
         bar = tqdm(total=cfg.supernet.epochs, initial=phase.epoch, desc=f"supernet "
@@ -401,12 +403,13 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
                                 learning_rate=rc.learning_rate, warmup_epochs=rc.warmup_epochs,
                                 weight_decay=rc.weight_decay, seed=cfg.seed)
         results = []
-        inherited = nnx.merge(phase.graphdef, state["params"], state["rest"])
+        if rc.mode == "finetune":
+            nnx.update(phase.model, state["params"], state["rest"])
         for i, (arch, supernet_acc) in enumerate(candidates):
             echo(f"retrain {i + 1}/{len(candidates)} ({rc.mode}): {json.dumps(arch)} — "
                  f"{space.params(arch):,} params, supernet val accuracy {supernet_acc:.4f}")
             model = (nas.supernet(retrain_space.fix(arch), seed=cfg.seed) if rc.mode == "scratch"
-                     else nas.extract(inherited, arch))
+                     else nas.extract(phase.model, arch))
             result = train(model, data, train_cfg, progress=progress)
             log.log("retrain", i + 1, supernet_accuracy=supernet_acc, params=space.params(arch),
                     val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy,

@@ -126,16 +126,18 @@ class Controller:
             self._seen.add(_key(arch))
         self._observe(archs, rows)
 
+    def _best(self, caller: str) -> tuple[Arch, tuple[float, ...]]:
+        if not self.history:
+            raise ValueError(f"{self.name}: {caller}() before any tell()")
+        return max(self.history, key=lambda item: item[1])
+
     def best(self) -> Arch:
         """The told arch with the highest (first) score."""
-        if not self.history:
-            raise ValueError(f"{self.name}: best() before any tell()")
-        return dict(max(self.history, key=lambda item: item[1])[0])
+        return dict(self._best("best")[0])
 
     def best_score(self):
-        row = max(self.history, key=lambda item: item[1])[1] if self.history else None
-        if row is None:
-            raise ValueError(f"{self.name}: best_score() before any tell()")
+        """The score of `best()`: a number, or the tuple for multi-objective scores."""
+        row = self._best("best_score")[1]
         return row[0] if len(row) == 1 else row
 
     def front(self) -> list[tuple[Arch, tuple[float, ...]]]:
