@@ -55,6 +55,7 @@ def make_step(graphdef, space, tx: optax.GradientTransformation, rule: str = "sa
         if pool is None:
             return random_index_vector(key, sizes)
         return pool[jax.random.randint(key, (), 0, len(pool))]
+
     if rule in ("sandwich", "largest"):
         if max_arch is None or min_arch is None:
             low, high, _ = space.extremes(space.params)

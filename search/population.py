@@ -34,9 +34,8 @@ def _population_correct(graphdef, space, recalibrate, params, rest, index_vector
 class PopulationEvaluator:
     """Accuracy of many archs on a fixed evaluation set, `chunk` archs per call.
 
-    `evaluate(archs)` returns one accuracy per arch. The supernet's weights are
-    read when the evaluator is built (`params`, `rest` from `engine.split`);
-    call `update(params, rest)` after more training.
+    `evaluate(archs)` returns one accuracy per arch with the supernet weights
+    given here (`params`, `rest` from `engine.split`).
     """
 
     def __init__(self, graphdef, params, rest, space, x: np.ndarray, y: np.ndarray,
@@ -56,9 +55,6 @@ class PopulationEvaluator:
         if chunk < 1:
             raise ValueError(f"population chunk must be ≥ 1, got {chunk}")
         self.chunk = chunk
-
-    def update(self, params, rest) -> None:
-        self.params, self.rest = params, rest
 
     def evaluate(self, archs: Sequence[Arch]) -> list[float]:
         if not archs:
