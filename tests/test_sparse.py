@@ -1,0 +1,373 @@
+"""sparse/: masks, distributions, updaters and allocation against slow obvious references."""
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import nas
+import spaces
+import sparse
+from search import engine
+from sparse import allocate, criteria, masks as masklib, schedules
+
+
+def _params(seed=0, shapes=((12, 16), (16, 8), (8, 4))):
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(shapes))
+    return {f"l{i}": {"kernel": jax.random.normal(k, s), "bias": jnp.zeros(s[-1])}
+            for i, (k, s) in enumerate(zip(keys, shapes))}
+
+
+def _loss(params, x):
+    h = x
+    for i in range(len(params)):
+        h = h @ params[f"l{i}"]["kernel"] + params[f"l{i}"]["bias"]
+        h = jnp.tanh(h) if i + 1 < len(params) else h
+    return jnp.mean(jnp.square(h - 1.0))
+
+
+# ------------------------------------------------------------------ masks
+
+def test_names_select_and_order_on_a_supernet():
+    model = nas.supernet(spaces.get("mlp"))
+    graphdef, params, rest = engine.split(model)
+    probs = model.space.uniform_probs()
+    x = jnp.ones((2, 64))
+    forward = lambda p: engine.apply(graphdef, p, rest, x, probs, False)[0]  # noqa: E731
+    names = masklib.select(params, forward)
+    assert names == ["hidden.0.kernel", "hidden.1.kernel", "hidden.2.kernel", "hidden.3.kernel", "head.kernel"]
+    assert masklib.select(params, forward, first_layer=False, last_layer=False) == names[1:-1]
+    with pytest.raises(ValueError, match="needs `forward`"):
+        masklib.select(params, first_layer=False)
+    with pytest.raises(ValueError, match="include"):
+        masklib.select(params, include=["nothing_matches"])
+
+
+def test_vit_kernels_are_attention_and_dense_only():
+    _, params, _ = engine.split(nas.supernet(spaces.get("vit")))
+    names = masklib.kernel_names(params)
+    assert "blocks.0.attn.qkv" in names and "blocks.0.attn.proj" in names and "head.kernel" in names
+    assert not any(n.endswith(("bias", "scale", "pos")) for n in names)
+
+
+def test_erk_matches_closed_form_and_total():
+    shapes = {"a": (3, 1, 16), "b": (3, 16, 32), "c": (32, 10), "d": (5, 32, 64)}
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    for sparsity in (0.5, 0.8, 0.9, 0.98):
+        density = masklib.densities(shapes, sparsity, "erk")
+        kept = sum(sizes[n] * density[n] for n in shapes)
+        assert kept == pytest.approx((1 - sparsity) * sum(sizes.values()))
+        dense = [n for n in shapes if density[n] == 1.0]
+        free = [n for n in shapes if n not in dense]
+        raw = {n: sum(s) / math.prod(s) for n, s in shapes.items()}
+        scale = ((1 - sparsity) * sum(sizes.values()) - sum(sizes[n] for n in dense)) / sum(
+            raw[n] * sizes[n] for n in free)
+        for n in free:
+            assert density[n] == pytest.approx(scale * raw[n]) and density[n] <= 1.0
+    # the tiny first layer is made dense at 50 % and ε re-solved over the rest
+    assert masklib.densities(shapes, 0.5, "erk")["a"] == 1.0
+    er = masklib.densities({"x": (4, 6), "y": (6, 6)}, 0.5, "er")
+    assert er["x"] / er["y"] == pytest.approx(((4 + 6) / 24) / ((6 + 6) / 36))
+    assert list(masklib.densities(shapes, 0.7, "uniform").values()) == [pytest.approx(0.3)] * 4
+    # by hand: raw 0.2 and 0.1, sizes 100 and 400, ε·60 = 50 kept
+    hand = masklib.densities({"x": (10, 10), "y": (20, 20)}, 0.9, "erk")
+    assert hand == {"x": pytest.approx(0.2 * 50 / 60), "y": pytest.approx(0.1 * 50 / 60)}
+    with pytest.raises(ValueError, match="distribution"):
+        masklib.densities(shapes, 0.5, "erdos")
+
+
+def test_random_masks_exact_counts_and_summary():
+    shapes = {"l0.kernel": (12, 16), "l1.kernel": (16, 8)}
+    density = {"l0.kernel": 0.25, "l1.kernel": 0.5}
+    masks = masklib.random_masks(jax.random.PRNGKey(3), shapes, density)
+    assert int(masks["l0.kernel"].sum()) == 48 and int(masks["l1.kernel"].sum()) == 64
+    params = _params(shapes=((12, 16), (16, 8)))
+    report = masklib.summary(params, masks)
+    assert report["prunable_params"] == 12 * 16 + 16 * 8 and report["prunable_nonzero"] == 112
+    assert report["params"] == 12 * 16 + 16 + 16 * 8 + 8
+    assert report["nonzero_params"] == 112 + 16 + 8
+    assert report["layers"]["l1.kernel"]["sparsity"] == pytest.approx(0.5)
+    applied = masklib.apply(params, masks)
+    assert masklib.count_nonzero(applied)["l0.kernel"] == 48
+
+
+def test_top_k_and_lamp_against_numpy():
+    rng = np.random.default_rng(0)
+    score = rng.normal(size=(7, 5))
+    for k in (0, 1, 13, 35):
+        mask = np.asarray(masklib.top_k_mask(jnp.asarray(score), k))
+        assert mask.sum() == k
+        if 0 < k < 35:
+            assert score[mask].min() > score[~mask].max()
+    w = rng.normal(size=(6, 4))
+    flat = np.abs(w).ravel()
+    expected = [flat[i] ** 2 / sum(v ** 2 for v in flat if v >= flat[i]) for i in range(flat.size)]
+    np.testing.assert_allclose(np.asarray(criteria.lamp(jnp.asarray(w))).ravel(), expected, rtol=1e-5)
+
+
+def test_n_of_m_exact_per_group():
+    w = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 5))
+    for n, m in ((2, 4), (1, 4), (4, 8)):
+        mask = np.asarray(criteria.n_of_m(w, n, m))
+        groups = np.moveaxis(mask, 1, -1).reshape(3, 5, 16 // m, m)
+        assert (groups.sum(-1) == n).all()
+        absw = np.moveaxis(np.abs(np.asarray(w)), 1, -1).reshape(3, 5, 16 // m, m)
+        kept = np.where(groups, absw, np.inf).min(-1)
+        dropped = np.where(groups, -np.inf, absw).max(-1)
+        assert (kept >= dropped).all()
+    with pytest.raises(ValueError, match="multiple of 4"):
+        criteria.n_of_m(jnp.ones((6, 3)), 2, 4)
+
+
+def test_drop_and_grow_picks_smallest_and_largest_gradient():
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(8, 8))
+    mask = rng.random((8, 8)) < 0.4
+    w = np.where(mask, w, 0.0)
+    g = rng.normal(size=(8, 8))
+    new = np.asarray(criteria.drop_and_grow(jnp.asarray(mask), jnp.asarray(w), jnp.abs(jnp.asarray(g)),
+                                            5, jax.random.PRNGKey(0)))
+    assert new.sum() == mask.sum()
+    active = np.flatnonzero(mask.ravel())
+    dropped = set(active[np.argsort(np.abs(w.ravel()[active]))[:5]])
+    kept = set(active) - dropped
+    free = [i for i in range(64) if i not in kept]
+    grown = set(sorted(free, key=lambda i: -abs(g.ravel()[i]))[:5])
+    assert set(np.flatnonzero(new.ravel())) == kept | grown
+
+
+def test_schedules_match_formulas():
+    assert float(schedules.cubic(0, 0, 100, 0.0, 0.9)) == pytest.approx(0.0)
+    assert float(schedules.cubic(50, 0, 100, 0.0, 0.9)) == pytest.approx(0.9 + (0.0 - 0.9) * 0.125)
+    assert float(schedules.cubic(150, 0, 100, 0.0, 0.9)) == pytest.approx(0.9)
+    assert float(schedules.cosine(25, 100, 0.3, 0.0)) == pytest.approx(0.15 * (1 + math.cos(math.pi / 4)))
+    events = [t for t in range(0, 60) if bool(schedules.every(t, 10, 5, 33))]
+    assert events == [5, 15, 25, 33]
+
+
+# ------------------------------------------------------------------ updaters
+
+OPTIMIZERS = {
+    "sgd_momentum": lambda: optax.sgd(0.05, momentum=0.9),
+    "adamw": lambda: optax.adamw(1e-2, weight_decay=1e-2),
+    "chain_clip_nesterov": lambda: optax.chain(optax.clip_by_global_norm(1.0),
+                                               optax.sgd(0.05, momentum=0.9, nesterov=True)),
+}
+
+
+def _run(method, optimizer="sgd_momentum", steps=60, record=False, **options):
+    params = _params()
+    names = masklib.select(params)
+    options = {"sparsity": 0.8, "total_steps": steps, "update_every": 10, **options}
+    updater = sparse.updaters.get(method, **options)
+    tx = sparse.wrap(OPTIMIZERS[optimizer](), updater, names)
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state, x):
+        grads = jax.grad(_loss)(masklib.apply(params, state.masks), x)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, grads
+
+    history = []
+    for t in range(steps):
+        x = jax.random.normal(jax.random.PRNGKey(t), (16, 12))
+        before = (params, state)
+        params, state, grads = step(params, state, x)
+        if record:
+            history.append((before, grads, (params, state)))
+        for n in names:
+            assert not np.any(np.asarray(params[n.split(".")[0]]["kernel"])[~np.asarray(state.masks[n])])
+    return params, state, names, history
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("method", ["static", "set", "rigl", "gmp", "granet", "magnitude", "lamp", "nm"])
+def test_masked_weights_stay_zero_for_any_optimizer(method, optimizer):
+    params, state, names, _ = _run(method, optimizer)
+    report = masklib.summary(params, state.masks)
+    expected = 0.5 if method == "nm" else 0.8
+    assert report["prunable_sparsity"] == pytest.approx(expected, abs=2e-3)
+
+
+@pytest.mark.parametrize("method", ["set", "rigl"])
+def test_dst_keeps_counts_grows_at_zero_and_resets_moments(method):
+    _, _, names, history = _run(method, "sgd_momentum", record=True)
+    updates = 0
+    for (params, state), grads, (new_params, new_state) in history:
+        changed = False
+        for n in names:
+            old, new = np.asarray(state.masks[n]), np.asarray(new_state.masks[n])
+            assert old.sum() == new.sum()
+            grown = new & ~old
+            layer = n.split(".")[0]
+            if grown.any():
+                changed = True
+                assert not np.any(np.asarray(new_params[layer]["kernel"])[grown])
+                momentum = np.asarray(new_state.inner[0].trace[layer]["kernel"])
+                assert not np.any(momentum[grown])
+        if changed:
+            updates += 1
+            if method == "rigl":
+                g = {n: np.abs(np.asarray(grads[n.split(".")[0]]["kernel"])) for n in names}
+                for n in names:
+                    old, new = np.asarray(state.masks[n]), np.asarray(new_state.masks[n])
+                    grown = new & ~old
+                    if grown.any():
+                        # grown positions beat every inactive position left out
+                        left = ~new
+                        assert g[n][grown].min() >= g[n][left].max() - 1e-6
+    assert updates >= 3
+
+
+def test_rigl_skips_the_optimizer_step_on_update_steps():
+    _, _, names, history = _run("rigl", record=True)
+    (params, _), _, (new_params, new_state) = history[10]
+    assert int(new_state.step) == 11
+    for n in names:
+        layer = n.split(".")[0]
+        keep = np.asarray(new_state.masks[n])
+        np.testing.assert_array_equal(np.asarray(new_params[layer]["kernel"])[keep],
+                                      np.asarray(params[layer]["kernel"])[keep])
+
+
+def test_gmp_follows_the_cubic_schedule_and_only_shrinks():
+    steps = 100
+    _, _, names, history = _run("gmp", steps=steps, record=True, begin=0.1, end=0.6)
+    total = sum(np.size(history[0][0][1].masks[n]) for n in names)
+    for t, (_, _, (_, state)) in enumerate(history):
+        kept = sum(int(np.sum(state.masks[n])) for n in names)
+        done = [e for e in range(t + 1) if bool(schedules.every(e, 10, 10, 60))]
+        target = float(schedules.cubic(done[-1], 10, 60, 0.0, 0.8)) if done else 0.0
+        assert kept == round(total * (1 - target))
+    for (_, state), _, (_, new_state) in history:
+        for n in names:
+            assert not np.any(np.asarray(new_state.masks[n]) & ~np.asarray(state.masks[n]))
+
+
+def test_granet_regenerates_per_layer_at_the_global_count():
+    steps = 100
+    _, _, names, history = _run("granet", steps=steps, record=True, begin=0.0, end=0.5)
+    regrown_after_window = 0
+    for t, ((_, state), _, (_, new_state)) in enumerate(history):
+        if t > 50:
+            for n in names:
+                old, new = np.asarray(state.masks[n]), np.asarray(new_state.masks[n])
+                assert old.sum() == new.sum()
+                regrown_after_window += int((new & ~old).sum())
+    assert regrown_after_window > 0
+    final = history[-1][2][1]
+    kept = sum(int(np.sum(final.masks[n])) for n in names)
+    assert kept == round(sum(np.size(final.masks[n]) for n in names) * 0.2)
+    sparse_start = sparse.updaters.get("granet", sparsity=0.9, total_steps=10, initial_sparsity=0.5)
+    masks = sparse_start.initial_masks(jax.random.PRNGKey(0), masklib.kernels(_params(), ["l0.kernel", "l1.kernel"]))
+    assert sum(int(m.sum()) for m in masks.values()) == round(0.5 * (12 * 16 + 16 * 8))
+
+
+def test_reset_moments_matches_the_parameter_tree_of_any_state():
+    params = _params()
+    changed = {"l1.kernel": jnp.asarray(np.eye(16, 8, dtype=bool))}
+    state = {"custom": (jnp.int32(3), jax.tree.map(jnp.ones_like, params)), "other": jnp.ones((16, 8))}
+    out = sparse.reset_moments(state, params, changed)
+    assert float(out["custom"][1]["l1"]["kernel"].sum()) == 16 * 8 - 8
+    assert float(out["custom"][1]["l0"]["kernel"].sum()) == 12 * 16
+    assert float(out["other"].sum()) == 16 * 8 and int(out["custom"][0]) == 3
+
+
+def test_updater_options_are_checked():
+    with pytest.raises(ValueError, match="did you mean 'rigl'"):
+        sparse.updaters.get("rigel")
+    with pytest.raises(ValueError, match="drop_fraction"):
+        sparse.updaters.get("rigl", drop_fractoin=0.2)
+    with pytest.raises(ValueError, match="sparsity must be in"):
+        sparse.updaters.get("set", sparsity=1.5)
+    with pytest.raises(ValueError, match="not a multiple of m=4"):
+        sparse.updaters.get("nm").initial_masks(None, {"k": jnp.ones((3, 8))})
+
+
+# ------------------------------------------------------------------ allocation
+
+def _brute_force(distortion, levels, sizes, keep):
+    kept = np.round(np.asarray(sizes)[:, None] * (1 - np.asarray(levels))[None, :])
+    best = np.inf
+    for combo in itertools.product(range(len(levels)), repeat=len(sizes)):
+        if sum(kept[l, k] for l, k in enumerate(combo)) <= keep:
+            best = min(best, sum(distortion[l, k] for l, k in enumerate(combo)))
+    return best
+
+
+def test_dp_equals_brute_force_on_random_instances():
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        layers, num_levels = rng.integers(1, 5), rng.integers(2, 6)
+        levels = np.sort(rng.random(num_levels))
+        sizes = rng.integers(1, 60, layers)
+        kept = np.round(sizes[:, None] * (1 - levels[None, :]))
+        keep = int(rng.integers(kept.min(1).sum(), sizes.sum() + 1))
+        distortion = rng.random((layers, num_levels)) * (1 + rng.random((layers, 1)) * 10)
+        chosen = sparse.allocate_dp(distortion, levels, sizes, keep, return_indices=True)
+        total = distortion[np.arange(layers), chosen].sum()
+        assert kept[np.arange(layers), chosen].sum() <= keep
+        assert total == pytest.approx(_brute_force(distortion, levels, sizes, keep))
+        values = sparse.allocate_dp(distortion, levels, sizes, keep)
+        np.testing.assert_array_equal(values, levels[chosen])
+
+
+def test_dp_quantised_budget_still_fits():
+    rng = np.random.default_rng(1)
+    levels, sizes = np.linspace(0, 0.99, 50), rng.integers(10_000, 90_000, 6)
+    keep = int(sizes.sum() * 0.2)
+    chosen = sparse.allocate_dp(rng.random((6, 50)), levels, sizes, keep, max_states=1000)
+    assert np.round(sizes * (1 - chosen)).sum() <= keep
+    with pytest.raises(ValueError, match="below the fewest"):
+        sparse.allocate_dp(np.zeros((2, 2)), [0.0, 0.5], [10, 10], 3)
+    with pytest.raises(ValueError, match="shape"):
+        sparse.allocate_dp(np.zeros((3, 2)), [0.0, 0.5], [10, 10], 10)
+
+
+def test_baselines_fit_and_match_hand_cases():
+    levels = np.linspace(0, 1, 11)
+    sizes = [100, 400]
+    assert list(allocate.allocate_uniform(levels, sizes, 250)) == pytest.approx([0.5, 0.5])
+    weights = [np.full(100, 10.0), np.full(400, 1.0)]
+    # one global threshold keeps the 100 large weights and 150 of the small ones
+    got = allocate.allocate_global(levels, sizes, 250, weights)
+    np.testing.assert_allclose(got, [0.0, 0.7])
+    for method, extra in (("erk", {"shapes": [(10, 10), (20, 20)]}), ("lamp", {"weights": weights}),
+                          ("uniform", {}), ("dp", {"distortion": np.random.default_rng(0).random((2, 11))})):
+        chosen = allocate.allocate(method, levels, sizes, 250, **extra)
+        assert (np.round(np.asarray(sizes) * (1 - chosen))).sum() <= 250
+    with pytest.raises(ValueError, match="needs distortion"):
+        allocate.allocate("dp", levels, sizes, 250)
+
+
+def test_distortion_curves_equal_a_loop_of_pruned_forwards():
+    params = _params()
+    names = ["l0.kernel", "l1.kernel", "l2.kernel"]
+    x = jax.random.normal(jax.random.PRNGKey(5), (32, 12))
+
+    def logits(p, x):
+        h = x
+        for i in range(3):
+            h = h @ p[f"l{i}"]["kernel"] + p[f"l{i}"]["bias"]
+            h = jnp.tanh(h) if i < 2 else h
+        return h
+    levels = [0.0, 0.5, 0.9, 1.0]
+    curves = allocate.distortion_curves(logits, params, names, levels, x)
+    reference = np.asarray(logits(params, x))
+    for i, name in enumerate(names):
+        layer = name.split(".")[0]
+        for k, level in enumerate(levels):
+            w = np.asarray(params[layer]["kernel"])
+            keep = int(round(w.size * (1 - level)))
+            threshold_order = np.argsort(-np.abs(w).ravel(), kind="stable")
+            pruned = np.zeros(w.size)
+            pruned[threshold_order[:keep]] = w.ravel()[threshold_order[:keep]]
+            p = jax.tree.map(lambda a: a, params)
+            p[layer] = {**p[layer], "kernel": jnp.asarray(pruned.reshape(w.shape), jnp.float32)}
+            out = np.asarray(logits(p, x))
+            assert curves[i, k] == pytest.approx(np.mean(np.sum((out - reference) ** 2, -1)), rel=1e-4, abs=1e-6)
+    assert np.all(curves[:, 0] < 1e-9)
