@@ -12,4 +12,5 @@ from sparse import allocate, criteria, masks, schedules, updaters
 from sparse.allocate import allocate_dp
 from sparse.updater import SparseState, Updater, reset_moments, wrap
 
-__all__ = ["SparseState", "Updater", "allocate", "allocate_dp", "criteria", "masks", "reset_moments", "schedules", "updaters", "wrap"]
+__all__ = ["SparseState", "Updater", "allocate", "allocate_dp", "criteria", "masks", "reset_moments",
+           "schedules", "updaters", "wrap"]

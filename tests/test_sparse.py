@@ -38,7 +38,7 @@ def test_names_select_and_order_on_a_supernet():
     x = jnp.ones((2, 64))
     forward = lambda p: engine.apply(graphdef, p, rest, x, probs, False)[0]  # noqa: E731
     names = masklib.select(params, forward)
-    assert names == ["hidden.0.kernel", "hidden.1.kernel", "hidden.2.kernel", "hidden.3.kernel", "head.kernel"]
+    assert names == [f"hidden.{i}.kernel" for i in range(4)] + ["head.kernel"]
     assert masklib.select(params, forward, first_layer=False, last_layer=False) == names[1:-1]
     with pytest.raises(ValueError, match="needs `forward`"):
         masklib.select(params, first_layer=False)
@@ -263,7 +263,8 @@ def test_granet_regenerates_per_layer_at_the_global_count():
     kept = sum(int(np.sum(final.masks[n])) for n in names)
     assert kept == round(sum(np.size(final.masks[n]) for n in names) * 0.2)
     sparse_start = sparse.updaters.get("granet", sparsity=0.9, total_steps=10, initial_sparsity=0.5)
-    masks = sparse_start.initial_masks(jax.random.PRNGKey(0), masklib.kernels(_params(), ["l0.kernel", "l1.kernel"]))
+    weights = masklib.kernels(_params(), ["l0.kernel", "l1.kernel"])
+    masks = sparse_start.initial_masks(jax.random.PRNGKey(0), weights)
     assert sum(int(m.sum()) for m in masks.values()) == round(0.5 * (12 * 16 + 16 * 8))
 
 
@@ -294,8 +295,8 @@ def _brute_force(distortion, levels, sizes, keep):
     kept = np.round(np.asarray(sizes)[:, None] * (1 - np.asarray(levels))[None, :])
     best = np.inf
     for combo in itertools.product(range(len(levels)), repeat=len(sizes)):
-        if sum(kept[l, k] for l, k in enumerate(combo)) <= keep:
-            best = min(best, sum(distortion[l, k] for l, k in enumerate(combo)))
+        if sum(kept[layer, k] for layer, k in enumerate(combo)) <= keep:
+            best = min(best, sum(distortion[layer, k] for layer, k in enumerate(combo)))
     return best
 
 
@@ -369,5 +370,6 @@ def test_distortion_curves_equal_a_loop_of_pruned_forwards():
             p = jax.tree.map(lambda a: a, params)
             p[layer] = {**p[layer], "kernel": jnp.asarray(pruned.reshape(w.shape), jnp.float32)}
             out = np.asarray(logits(p, x))
-            assert curves[i, k] == pytest.approx(np.mean(np.sum((out - reference) ** 2, -1)), rel=1e-4, abs=1e-6)
+            expected = np.mean(np.sum((out - reference) ** 2, -1))
+            assert curves[i, k] == pytest.approx(expected, rel=1e-4, abs=1e-6)
     assert np.all(curves[:, 0] < 1e-9)

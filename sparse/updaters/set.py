@@ -37,6 +37,6 @@ class SET(Updater):
         for k, (n, mask) in zip(jax.random.split(key, len(masks)), masks.items()):
             score_key, swap_key = jax.random.split(k)
             count = jnp.floor(self.fraction(step) * jnp.sum(mask)).astype(jnp.int32)
-            out[n] = criteria.drop_and_grow(mask, weights[n], self.grow_score(score_key, weights[n], grads[n]),
-                                            count, swap_key)
+            grow = self.grow_score(score_key, weights[n], grads[n])
+            out[n] = criteria.drop_and_grow(mask, weights[n], grow, count, swap_key)
         return out
