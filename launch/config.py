@@ -62,7 +62,9 @@ class SearchConfig:
     max_params: int | None = None       # budget: only archs with at most this many parameters
     min_params: int | None = None       # window: at least this many parameters
     max_flops: int | None = None        # budget on multiply-accumulates per example
-    objectives: list = dataclasses.field(default_factory=lambda: ["accuracy", "params"])  # nsga2
+    max_nonzero: int | None = None      # budget on nonzero parameters (sparse searches)
+    objectives: list = dataclasses.field(default_factory=lambda: ["accuracy", "params"])  # nsga2;
+    #                                     also flops, nonzero
     calibration: int = 512              # examples used to recalibrate BatchNorm per sub-network
     candidates: int = 3                 # top archs retrained; the best on validation is chosen
 
@@ -80,6 +82,28 @@ class RetrainConfig:
 
 
 @dataclasses.dataclass
+class SparseConfig:
+    sparsity: float = 0.0               # target over the prunable kernels of the export; 0 = dense
+    levels: list = dataclasses.field(default_factory=list)  # searchable sparsities (≥ 1 level
+    #                                     adds the choice `sparsity`); empty: fixed at `sparsity`
+    per: str = "model"                  # model: one sparsity choice; layer: one per kernel
+    method: str = "rigl"                # DST updater of the supernet: static | set | rigl | granet
+    #                                     | gmp | magnitude | lamp (`sparse.updaters`)
+    distribution: str = "erk"           # uniform | er | erk: densities of a random sparse start
+    update_every: int = 100             # ΔT: steps between mask updates
+    drop_fraction: float = 0.3          # set / rigl: α, cosine-decayed
+    first_layer: bool = True            # prune the input layer's kernel
+    last_layer: bool = True             # prune the classifier's kernel
+    allocation: str = "dp"              # per-layer sparsity of the pick: dp | uniform | erk |
+    #                                     global | lamp
+    grid: int = 50                      # sparsity levels 0 … 0.98 of the distortion curves
+    calibration: int = 1024             # training examples the distortion curves are measured on
+    rounds: int = 3                     # prune-then-fine-tune rounds to the target (geometric)
+    finetune_epochs: int = 15           # sparse fine-tuning epochs after each round
+    finetune_learning_rate: float = 0.003  # AdamW peak of the fine-tuning, cosine to 0
+
+
+@dataclasses.dataclass
 class Config:
     seed: int = 0                       # init, splits, sampling, controller
     space: SpaceConfig = dataclasses.field(default_factory=SpaceConfig)
@@ -87,6 +111,7 @@ class Config:
     supernet: SupernetConfig = dataclasses.field(default_factory=SupernetConfig)
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
     retrain: RetrainConfig = dataclasses.field(default_factory=RetrainConfig)
+    sparse: SparseConfig = dataclasses.field(default_factory=SparseConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -96,12 +121,17 @@ _CHOICES = {
     "supernet.method": SAMPLED + GRADIENT,
     "search.controller": ("auto", "argmax", "random", "aging", "autoformer", "nsga2"),
     "retrain.mode": ("scratch", "finetune"),
+    "sparse.per": ("model", "layer"),
+    "sparse.method": ("static", "set", "rigl", "granet", "gmp", "magnitude", "lamp"),
+    "sparse.distribution": ("uniform", "er", "erk"),
+    "sparse.allocation": ("dp", "uniform", "erk", "global", "lamp"),
 }
-_OBJECTIVES = ("accuracy", "params", "flops")
+_OBJECTIVES = ("accuracy", "params", "flops", "nonzero")
 _POSITIVE = {"supernet.epochs", "supernet.batch_size", "search.evaluations", "search.generation",
              "search.population", "search.sample", "search.parents", "search.calibration",
              "search.candidates", "retrain.epochs", "retrain.batch_size", "search.max_params",
-             "search.max_flops", "search.min_params"}
+             "search.max_flops", "search.min_params", "search.max_nonzero", "sparse.update_every",
+             "sparse.grid", "sparse.calibration", "sparse.rounds"}
 
 
 def _type_ok(value, annotation) -> bool:
@@ -184,9 +214,41 @@ def _check(cfg: Config) -> None:
     if cfg.retrain.mode == "finetune" and cfg.retrain.space_options:
         raise ValueError("config retrain.space_options needs retrain.mode = 'scratch': inherited "
                          "weights only fit the supernet's own space")
+    _check_sparse(cfg)
     if cfg.search.min_params and cfg.search.max_params and cfg.search.min_params > cfg.search.max_params:
         raise ValueError(f"config search.min_params = {cfg.search.min_params} exceeds "
                          f"search.max_params = {cfg.search.max_params}")
+
+
+def sparse_levels(cfg: Config) -> list[float]:
+    """The sparsities a sparse search considers (empty for a dense search)."""
+    if cfg.sparse.levels:
+        return sorted(float(s) for s in cfg.sparse.levels)
+    return [cfg.sparse.sparsity] if cfg.sparse.sparsity > 0 else []
+
+
+def _check_sparse(cfg: Config) -> None:
+    sc = cfg.sparse
+    if not 0.0 <= sc.sparsity < 1.0:
+        raise ValueError(f"config sparse.sparsity = {sc.sparsity!r}: must be in [0, 1)")
+    for level in sc.levels:
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 <= level < 1.0:
+            raise ValueError(f"config sparse.levels = {sc.levels!r}: every level must be a number in [0, 1)")
+    if len(set(sc.levels)) != len(sc.levels):
+        raise ValueError(f"config sparse.levels = {sc.levels!r}: repeats a level")
+    if sc.drop_fraction > 1.0:
+        raise ValueError(f"config sparse.drop_fraction = {sc.drop_fraction!r}: must be in [0, 1]")
+    sparse = bool(sparse_levels(cfg))
+    if sparse and cfg.supernet.method in GRADIENT:
+        raise ValueError(f"config sparse: sparse joint search trains the supernet by sampling; "
+                         f"supernet.method = {cfg.supernet.method!r} must be one of {list(SAMPLED)}")
+    if sc.levels and sc.sparsity:
+        raise ValueError(f"config sparse: set either sparse.sparsity = {sc.sparsity} (fixed) or "
+                         f"sparse.levels = {sc.levels} (searched), not both")
+    uses_nonzero = cfg.search.max_nonzero is not None or "nonzero" in cfg.search.objectives
+    if uses_nonzero and not sparse:
+        raise ValueError("config search.max_nonzero / objective 'nonzero' need a sparse search: "
+                         "set sparse.sparsity or sparse.levels")
 
 
 def _set(raw: dict, assignment: str) -> None:

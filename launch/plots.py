@@ -51,9 +51,9 @@ def trajectory(path: Path, supernet: list[dict], search: list[dict], title: str 
 
 
 def pareto(path: Path, points: list[tuple[float, float]], chosen: tuple[float, float] | None = None,
-           budget: float | None = None) -> None:
-    """Every evaluated arch as (params, accuracy); the non-dominated front (fewer
-    params, higher accuracy) as a line; the chosen arch starred."""
+           budget: float | None = None, xlabel: str = "parameters") -> None:
+    """Every evaluated arch as (size, accuracy); the non-dominated front (smaller,
+    more accurate) as a line; the chosen arch starred. `xlabel` names the size."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     if points:
         xy = np.asarray(points, np.float64)
@@ -65,8 +65,8 @@ def pareto(path: Path, points: list[tuple[float, float]], chosen: tuple[float, f
         ax.scatter([chosen[0]], [chosen[1]], marker="*", s=220, c="gold", edgecolors="k",
                    zorder=5, label="chosen")
     if budget is not None:
-        ax.axvline(budget, color="gray", ls=":", label="params budget")
-    ax.set(xscale="log", xlabel="parameters", ylabel="val accuracy (inherited weights)",
-           title="accuracy vs parameters")
+        ax.axvline(budget, color="gray", ls=":", label="budget")
+    ax.set(xscale="log", xlabel=xlabel, ylabel="val accuracy (inherited weights)",
+           title=f"accuracy vs {xlabel}")
     ax.legend(loc="lower right")
     _save(fig, path)

@@ -12,10 +12,20 @@
 
 Running the same config into an existing run dir resumes: finished supernet
 epochs and search generations are not repeated.
+
+Sparse searches (`sparse.sparsity` or `sparse.levels`): the supernet trains
+with a DST updater (masks in the optimizer state, checkpointed with it), so
+sub-networks inherit sparse weights; with `levels` each arch also chooses its
+sparsity (`sparse.levels`), and budgets and objectives can count nonzero
+parameters. Each retrained candidate is then pruned to its sparsity with the
+configured per-layer allocation (DP by default) and fine-tuned sparse
+(`launch.prune`); the export holds exact zeros and arch.json the per-layer
+sparsity and `nonzero_params`.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import shutil
@@ -32,14 +42,18 @@ from tqdm.auto import tqdm
 
 import nas
 import spaces
+import sparse
 from launch import config as configs
 from launch import data as datasets
 from launch import plots
 from launch.data import Batches
 from launch.files import write_json_atomic, write_text_atomic
-from launch.train import TrainConfig, train
+from launch.prune import prune
+from launch.train import SparseTraining, TrainConfig, train
 from search import controllers, engine, gradient, oneshot, samplers
 from search.population import PopulationEvaluator
+from sparse import masks as masklib
+from sparse.levels import Levels
 
 VERSION = "0.1.0"
 POOL_SIZE = 4096  # feasible archs the sampled supernet step draws from under a budget
@@ -73,15 +87,67 @@ class MetricsLog:
         self.writer.close()
 
 
-def _constraint(space, cfg: configs.SearchConfig):
+@dataclasses.dataclass
+class SparseSetup:
+    """What a sparse search prunes, at which sparsities, and how it counts nonzeros."""
+    names: list[str]                 # prunable kernels of the supernet, in forward order
+    target: float                    # the fixed sparsity (when not searched)
+    levels: Levels | None            # searched sparsity choices
+
+    def sparsity(self, space, arch, kernel: str) -> float:
+        return space.sparsity_of(arch, kernel) if self.levels is not None else self.target
+
+    def nonzero(self, space, arch) -> int:
+        """Nonzero parameters of `arch`'s export: each prunable kernel keeps
+        round(size·(1 − s)) weights (the allocation's exact budget), the rest is dense."""
+        total = 0
+        for name, shape in space.param_shapes(arch).items():
+            size = math.prod(shape)
+            total += round(size * (1.0 - self.sparsity(space, arch, name))) if name in self.names else size
+        return total
+
+    def keep(self, space, arch) -> int:
+        """The most prunable weights `arch`'s export may keep."""
+        return sum(round(math.prod(shape) * (1.0 - self.sparsity(space, arch, name)))
+                   for name, shape in space.param_shapes(arch).items() if name in self.names)
+
+
+def _sparse_setup(cfg: configs.Config, space, model):
+    """(space with sparsity choices if searched, SparseSetup) — (space, None) when dense."""
+    levels = configs.sparse_levels(cfg)
+    if not levels:
+        return space, None
+    graphdef, params, rest = engine.split(model)
+    x = jnp.zeros((1,) + tuple(space.input_shape), jnp.float32)
+    probs = space.uniform_probs()
+    names = masklib.select(params, lambda p: engine.apply(graphdef, p, rest, x, probs, False)[0],
+                           first_layer=cfg.sparse.first_layer, last_layer=cfg.sparse.last_layer)
+    if not cfg.sparse.levels:
+        return space, SparseSetup(names, levels[0], None)
+    per_kernel = names if cfg.sparse.per == "layer" else None
+    searched = space.with_sparsity(levels, per_kernel)
+    choice_of = tuple((n, f"sparsity:{n}" if per_kernel else "sparsity") for n in names)
+    return searched, SparseSetup(names, 0.0, Levels(choice_of, tuple(levels)))
+
+
+def _constraint(space, cfg: configs.SearchConfig, sparse_setup: SparseSetup | None = None):
     def ok(arch) -> bool:
         if cfg.max_params is not None and space.params(arch) > cfg.max_params:
             return False
         if cfg.min_params is not None and space.params(arch) < cfg.min_params:
             return False
+        if cfg.max_nonzero is not None and sparse_setup.nonzero(space, arch) > cfg.max_nonzero:
+            return False
         return cfg.max_flops is None or space.flops(arch) <= cfg.max_flops
-    if cfg.max_params is None and cfg.min_params is None and cfg.max_flops is None:
+    if cfg.max_params is None and cfg.min_params is None and cfg.max_flops is None \
+            and cfg.max_nonzero is None:
         return None
+    if cfg.max_nonzero is not None:
+        sparsest, _, _ = space.extremes(lambda a: sparse_setup.nonzero(space, a))
+        if sparse_setup.nonzero(space, sparsest) > cfg.max_nonzero:
+            raise ValueError(f"config search.max_nonzero = {cfg.max_nonzero}: the sparsest arch of "
+                             f"{space.name!r} has {sparse_setup.nonzero(space, sparsest):,} nonzero "
+                             "parameters")
     if cfg.max_params is not None:
         smallest, _, _ = space.extremes(space.params)
         if space.params(smallest) > cfg.max_params:
@@ -95,14 +161,15 @@ def _constraint(space, cfg: configs.SearchConfig):
     return ok
 
 
-def _supernet_extremes(space, constraint):
-    """(max, min) archs by params, the max within the budget when there is one."""
-    low, high, _ = space.extremes(space.params)
+def _supernet_extremes(space, constraint, size):
+    """(max, min) archs by `size` (params, or nonzeros when sparse), the max within
+    the budget when there is one."""
+    low, high, _ = space.extremes(size)
     if constraint is not None and not constraint(high):
         feasible = [a for a in space.enumerate(limit=200_000) if constraint(a)] \
             if space.size() <= 200_000 else []
         if feasible:
-            high = max(feasible, key=space.params)
+            high = max(feasible, key=size)
     return high, low
 
 
@@ -110,11 +177,12 @@ class SupernetPhase:
     """The supernet's training state, its compiled step and its Orbax checkpoints."""
 
     def __init__(self, cfg: configs.Config, space, data: datasets.Dataset, run_dir: Path,
-                 constraint):
+                 constraint, model, sparse_setup: SparseSetup | None = None):
         self.cfg, self.space, self.data = cfg, space, data
         sc = cfg.supernet
         self.gradient = sc.method in configs.GRADIENT
-        self.model = nas.supernet(space, seed=cfg.seed)
+        self.model = model
+        self.sparse = sparse_setup
         self.graphdef, params, rest = engine.split(self.model)
         if self.gradient:
             # Bi-level: the train split is halved, weights on one half, α on the other.
@@ -146,20 +214,32 @@ class SupernetPhase:
                 max(self.steps, warmup + 1))
             tx = optax.adamw(schedule, weight_decay=sc.weight_decay if sc.weight_decay is not None
                              else 1e-4)
-            high, low = _supernet_extremes(space, constraint)
+            size = space.params
+            if sparse_setup is not None:
+                tx = sparse.wrap(tx, _updater(cfg, sparse_setup, self.steps), sparse_setup.names)
+                size = functools.partial(sparse_setup.nonzero, space)
+            high, low = _supernet_extremes(space, constraint, size)
             self.anchors = [high, low] if sc.method == "sandwich" else []
             pool = None
             if constraint is not None:
                 sampler = controllers.get("random", space, seed=cfg.seed, constraint=constraint)
                 pool = np.stack([space.index_vector(a) for a in sampler.ask(POOL_SIZE)])
-            self.step_fn = oneshot.make_step(self.graphdef, space, tx, sc.method, sc.num_random,
-                                             sc.distill, max_arch=high, min_arch=low, pool=pool)
+            self.step_fn = oneshot.make_step(
+                self.graphdef, space, tx, sc.method, sc.num_random, sc.distill, max_arch=high,
+                min_arch=low, pool=pool, levels=sparse_setup.levels if sparse_setup else None)
             self.state = {"params": params, "rest": rest, "opt": tx.init(params),
                           "key": jax.random.key_data(key)}
         self.epoch = 0
         self.manager = ocp.CheckpointManager(
             (run_dir / "checkpoints").absolute(),
             options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+
+    def masked_params(self):
+        """The supernet's weights as the search sees them (sparse masks applied)."""
+        params = self.state["params"]
+        if self.sparse is None:
+            return params
+        return masklib.apply(params, self.state["opt"].masks)
 
     def restore(self) -> bool:
         step = self.manager.latest_step()
@@ -210,12 +290,30 @@ class SupernetPhase:
         return record
 
 
-def _scores(space, archs, accuracies, objectives):
+def _updater(cfg: configs.Config, setup: SparseSetup, steps: int) -> sparse.Updater:
+    """The supernet's DST updater at the lowest sparsity any arch uses."""
+    sc = cfg.sparse
+    base = min(setup.levels.options) if setup.levels is not None else setup.target
+    wanted = {"sparsity": base, "total_steps": steps, "update_every": sc.update_every,
+              "distribution": sc.distribution, "drop_fraction": sc.drop_fraction, "seed": cfg.seed}
+    valid = sparse.updaters.options(sc.method)
+    return sparse.updaters.get(sc.method, **{k: v for k, v in wanted.items() if k in valid})
+
+
+def _cost(space, arch, name, sparse_setup=None) -> float:
+    if name == "params":
+        return float(space.params(arch))
+    if name == "nonzero":
+        return float(sparse_setup.nonzero(space, arch))
+    return float(space.flops(arch))
+
+
+def _scores(space, archs, accuracies, objectives, sparse_setup=None):
     rows = []
     for arch, acc in zip(archs, accuracies):
         row = [acc]
         for name in objectives[1:]:
-            row.append(-float(space.params(arch) if name == "params" else space.flops(arch)))
+            row.append(-_cost(space, arch, name, sparse_setup))
         rows.append(tuple(row) if len(row) > 1 else acc)
     return rows
 
@@ -284,6 +382,59 @@ class Summary:
     test_accuracy: float
     cost: dict
     run_dir: Path
+    nonzero_params: int | None = None       # sparse searches
+    dense_test_accuracy: float | None = None  # sparse searches: the pick before pruning
+
+
+@dataclasses.dataclass
+class Retrained:
+    """One retrained candidate; for sparse searches, after pruning and fine-tuning."""
+    model: nnx.Module
+    val_accuracy: float
+    test_accuracy: float
+    dense_val_accuracy: float
+    dense_test_accuracy: float
+    pruned: object = None                   # launch.prune.PruneResult
+
+
+def _at_sparsity(phase: SupernetPhase, space, arch) -> nnx.Module:
+    """The supernet with its inherited sparse weights at `arch`'s sparsity choice."""
+    params = phase.masked_params()
+    levels = phase.sparse.levels if phase.sparse else None
+    if levels is not None:
+        params = levels.apply(params, space.one_hot(arch), levels.ranks(params))
+    return nnx.merge(phase.graphdef, params, phase.state["rest"])
+
+
+def _nonzero_masks(model: nnx.Module, setup: SparseSetup | None):
+    """Masks of the nonzero inherited weights of the prunable kernels (None when dense)."""
+    if setup is None:
+        return None
+    leaves = masklib.named_leaves(nnx.state(model, nnx.Param))
+    return {n: np.asarray(leaves[n]) != 0 for n in setup.names if n in leaves}
+
+
+def _finetune_config(cfg: configs.Config) -> TrainConfig:
+    return TrainConfig(epochs=cfg.sparse.finetune_epochs, batch_size=cfg.retrain.batch_size,
+                       learning_rate=cfg.sparse.finetune_learning_rate, warmup_epochs=0.0,
+                       weight_decay=cfg.retrain.weight_decay, seed=cfg.seed)
+
+
+def _sparsity_info(cfg: configs.Config, space, arch, setup: SparseSetup, chosen: Retrained) -> dict:
+    """arch.json's sparse part, counted from the exported weights' masks."""
+    params = nnx.state(chosen.model, nnx.Param)
+    report = masklib.summary(params, chosen.pruned.masks)
+    target = {k: v for k, v in arch.items() if k not in space.structure(arch)}
+    return {
+        "nonzero_params": report["nonzero_params"],
+        "sparsity": {
+            "target": target or setup.target, "allocation": cfg.sparse.allocation,
+            "supernet_method": cfg.sparse.method,
+            "prunable_params": report["prunable_params"], "prunable_nonzero": report["prunable_nonzero"],
+            "prunable_sparsity": report["prunable_sparsity"], "overall_sparsity": report["sparsity"],
+            "layers": report["layers"], "rounds": chosen.pruned.rounds,
+        },
+    }
 
 
 def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=print) -> Summary:
@@ -295,13 +446,15 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
     data = datasets.load(cfg.data.name, seed=cfg.seed, val_fraction=cfg.data.val_fraction,
                          **data_options)
     space = spaces.get(cfg.space.name, **cfg.space.options).bind(data.input_shape, data.num_classes)
-    constraint = _constraint(space, cfg.search)
+    model = nas.supernet(space, seed=cfg.seed)
     retrain_space = space
+    space, sparse_setup = _sparse_setup(cfg, space, model)
+    constraint = _constraint(space, cfg.search, sparse_setup)
     if cfg.retrain.space_options:
         retrain_space = spaces.get(cfg.space.name, **{**cfg.space.options,
                                                       **cfg.retrain.space_options})
         retrain_space = retrain_space.bind(data.input_shape, data.num_classes)
-        if retrain_space.choices != space.choices:
+        if retrain_space.choices != model.space.choices:
             raise ValueError(f"config retrain.space_options = {cfg.retrain.space_options}: the "
                              "retrained space must keep the searched space's choices")
     for section, size in (("supernet", len(data.x_train) // (2 if cfg.supernet.method
@@ -325,7 +478,7 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
 
         # ---------------------------------------------------------------- supernet phase
         t0 = time.perf_counter()
-        phase = SupernetPhase(cfg, space, data, run_dir, constraint)
+        phase = SupernetPhase(cfg, space, data, run_dir, constraint, model, sparse_setup)
         echo(f"space {space.name}: {space.size():,} architectures; supernet "
              f"{nas.count_params(phase.model):,} parameters")
         if phase.restore():
@@ -347,9 +500,10 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
         state = phase.state
         calib = data.x_train[np.random.default_rng(cfg.seed).permutation(len(data.x_train))
                              [:cfg.search.calibration]]
-        evaluator = PopulationEvaluator(phase.graphdef, state["params"], state["rest"], space,
+        evaluator = PopulationEvaluator(phase.graphdef, phase.masked_params(), state["rest"], space,
                                         data.x_val, data.y_val, calib_x=calib,
-                                        chunk=min(cfg.search.generation, 64))
+                                        chunk=min(cfg.search.generation, 64),
+                                        levels=sparse_setup.levels if sparse_setup else None)
         ctrl = _controller(cfg, space, constraint)
         evaluated: list[tuple[dict, float]] = []
         if ctrl is None:
@@ -376,14 +530,14 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
                 # sub-networks start the population.
                 anchors = [a for a in phase.anchors if constraint is None or constraint(a)]
                 accuracies = evaluator.evaluate(anchors)
-                ctrl.tell(anchors, _scores(space, anchors, accuracies, objectives))
+                ctrl.tell(anchors, _scores(space, anchors, accuracies, objectives, sparse_setup))
             bar = tqdm(total=cfg.search.evaluations, initial=len(ctrl.history),
                        desc=f"search ({ctrl.name})", unit="arch", disable=not progress)
             while len(ctrl.history) < cfg.search.evaluations:
                 n = min(cfg.search.generation, cfg.search.evaluations - len(ctrl.history))
                 archs = ctrl.ask(n)
                 accuracies = evaluator.evaluate(archs)
-                ctrl.tell(archs, _scores(space, archs, accuracies, objectives))
+                ctrl.tell(archs, _scores(space, archs, accuracies, objectives, sparse_setup))
                 best = max(row[0] for _, row in ctrl.history)
                 log.log("search", len(ctrl.history), evaluations=len(ctrl.history),
                         best_accuracy=best, generation_mean=float(np.mean(accuracies)))
@@ -404,18 +558,41 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
                                 weight_decay=rc.weight_decay, seed=cfg.seed)
         results = []
         if rc.mode == "finetune":
-            nnx.update(phase.model, state["params"], state["rest"])
+            nnx.update(phase.model, phase.masked_params(), state["rest"])
         for i, (arch, supernet_acc) in enumerate(candidates):
+            structural = space.structure(arch)
+            size = (f"{sparse_setup.nonzero(space, arch):,} nonzero of {space.params(arch):,} params"
+                    if sparse_setup else f"{space.params(arch):,} params")
             echo(f"retrain {i + 1}/{len(candidates)} ({rc.mode}): {json.dumps(arch)} — "
-                 f"{space.params(arch):,} params, supernet val accuracy {supernet_acc:.4f}")
-            model = (nas.supernet(retrain_space.fix(arch), seed=cfg.seed) if rc.mode == "scratch"
-                     else nas.extract(phase.model, arch))
-            result = train(model, data, train_cfg, progress=progress)
-            log.log("retrain", i + 1, supernet_accuracy=supernet_acc, params=space.params(arch),
-                    val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy,
-                    seconds=round(result.seconds, 1))
-            results.append((arch, supernet_acc, result))
+                 f"{size}, supernet val accuracy {supernet_acc:.4f}")
+            record = {"supernet_accuracy": supernet_acc, "params": space.params(arch)}
+            if rc.mode == "scratch":
+                model = nas.supernet(retrain_space.fix(structural), seed=cfg.seed)
+                inherited = None
+            else:
+                model = nas.extract(_at_sparsity(phase, space, arch), structural)
+                inherited = _nonzero_masks(model, sparse_setup)
+            result = train(model, data, train_cfg, progress=progress,
+                           sparse=SparseTraining("static", masks=inherited) if inherited else None)
+            outcome = Retrained(result.model, result.val_accuracy, result.test_accuracy,
+                                result.val_accuracy, result.test_accuracy)
+            if sparse_setup is not None:
+                outcome.pruned = prune(
+                    result.model, data, sparse_setup.names, sparse_setup.keep(space, arch),
+                    allocation=cfg.sparse.allocation, grid=cfg.sparse.grid, rounds=cfg.sparse.rounds,
+                    calibration=cfg.sparse.calibration, finetune=_finetune_config(cfg),
+                    masks=result.masks, progress=progress, seed=cfg.seed)
+                outcome.model = outcome.pruned.model
+                outcome.val_accuracy = outcome.pruned.val_accuracy
+                outcome.test_accuracy = outcome.pruned.test_accuracy
+                record.update(dense_val_accuracy=result.val_accuracy,
+                              dense_test_accuracy=result.test_accuracy,
+                              nonzero=sparse_setup.nonzero(space, arch))
+            log.log("retrain", i + 1, **record, val_accuracy=outcome.val_accuracy,
+                    test_accuracy=outcome.test_accuracy, seconds=round(result.seconds, 1))
+            results.append((arch, supernet_acc, outcome))
         arch, supernet_acc, chosen = max(results, key=lambda item: item[2].val_accuracy)
+        structural = space.structure(arch)
         cost["retrain_seconds"] = round(time.perf_counter() - t0, 1)
         cost["retrained_candidates"] = len(results)
         cost["total_seconds"] = round(time.perf_counter() - started, 1)
@@ -425,8 +602,8 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
         best_dir.mkdir(exist_ok=True)
         _write_orbax(best_dir / "weights", chosen.model)
         info = {
-            "space": space.name, "choices": arch,
-            "params": retrain_space.params(arch), "flops": retrain_space.flops(arch),
+            "space": space.name, "choices": structural,
+            "params": retrain_space.params(structural), "flops": retrain_space.flops(structural),
             "metrics": {"test_accuracy": chosen.test_accuracy, "val_accuracy": chosen.val_accuracy,
                         "supernet_val_accuracy": supernet_acc},
             "search": {"method": cfg.supernet.method,
@@ -435,18 +612,27 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
                                   ("max_params", "min_params", "max_flops")},
                        "candidates": [{"choices": a, "params": space.params(a),
                                        "supernet_val_accuracy": s, "val_accuracy": r.val_accuracy,
-                                       "test_accuracy": r.test_accuracy} for a, s, r in results]},
+                                       "test_accuracy": r.test_accuracy,
+                                       "dense_test_accuracy": r.dense_test_accuracy}
+                                      for a, s, r in results]},
             "cost": cost, "data": cfg.data.name, "retrain": dataclasses.asdict(train_cfg),
             "space_config": retrain_space.to_dict(), "engine": f"jaxnas {VERSION}",
         }
+        if sparse_setup is not None:
+            info.update(_sparsity_info(cfg, space, arch, sparse_setup, chosen))
         write_json_atomic(best_dir / "arch.json", info)
         plots.trajectory(run_dir / "trajectory.png", log.phase("supernet"), log.phase("search"),
                          title=f"{space.name} · {cfg.supernet.method} · "
                          f"{info['search']['controller']}")
-        plots.pareto(run_dir / "pareto.png", [(space.params(a), acc) for a, acc in evaluated],
-                     (space.params(arch), supernet_acc), budget=cfg.search.max_params)
+        size_name = "nonzero" if sparse_setup else "params"
+        plots.pareto(run_dir / "pareto.png",
+                     [(_cost(space, a, size_name, sparse_setup), acc) for a, acc in evaluated],
+                     (_cost(space, arch, size_name, sparse_setup), supernet_acc),
+                     budget=cfg.search.max_nonzero if sparse_setup else cfg.search.max_params,
+                     xlabel="nonzero parameters" if sparse_setup else "parameters")
         summary = Summary(arch, info["params"], info["flops"], chosen.val_accuracy,
-                          chosen.test_accuracy, cost, run_dir)
+                          chosen.test_accuracy, cost, run_dir, info.get("nonzero_params"),
+                          chosen.dense_test_accuracy if sparse_setup else None)
         report = _report(summary, space, cfg, state.get("alpha"))
         write_text_atomic(run_dir / "report.txt", report)
         echo(report)
@@ -480,6 +666,10 @@ def _report(summary: Summary, space, cfg: configs.Config, alpha=None) -> str:
                                                                    if budget else ""),
         f"  retrained {cfg.retrain.epochs} epochs ({cfg.retrain.mode}): val accuracy "
         f"{summary.val_accuracy:.4f}, test accuracy {summary.test_accuracy:.4f}",
+        *([f"  sparse: {summary.nonzero_params:,} nonzero of {summary.params:,} parameters "
+           f"({1 - summary.nonzero_params / summary.params:.1%} zeros; allocation "
+           f"{cfg.sparse.allocation}, {cfg.sparse.rounds} rounds); the dense pick before pruning "
+           f"tested {summary.dense_test_accuracy:.4f}"] if summary.nonzero_params is not None else []),
         *(_collapse_lines(space, summary.arch, alpha) if alpha is not None else []),
         f"search cost: supernet {c['supernet_seconds']:.0f} s ({cfg.supernet.epochs} epochs, "
         f"{c['supernet_steps']:,} steps, {cfg.supernet.method}), search "

@@ -3,7 +3,10 @@
 The training step is a pure jitted function of (params, batch statistics,
 optimizer state, batch); the model's own architecture (`model.space.encode`)
 is data, so a supernet with an arch and its extracted compact model train
-through the same code.
+through the same code. With `sparse=SparseTraining(...)` the optimizer is
+wrapped by a sparse updater (`sparse.wrap`): the forward runs at the masked
+weights (so its gradient is the dense one RigL/GraNet grow by) and the
+trained model holds exact zeros where pruned.
 """
 from __future__ import annotations
 
@@ -17,20 +20,28 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
+import sparse as sparse_lib
 from launch.data import Batches, Dataset
 from search.engine import cross_entropy
+from sparse import masks as masklib
+
+OPTIMIZERS = ("adamw", "sgd")
 
 
 @dataclasses.dataclass
 class TrainConfig:
     epochs: int = 100                 # passes over the training split
     batch_size: int = 128             # examples per step
-    learning_rate: float = 1e-2       # AdamW peak learning rate (cosine decay to 0)
+    learning_rate: float = 1e-2       # peak learning rate (cosine decay to 0)
     warmup_epochs: float = 2.0        # linear warm-up before the cosine
-    weight_decay: float = 1e-4        # AdamW decoupled weight decay
+    weight_decay: float = 1e-4        # AdamW: decoupled; SGD: L2 added to the gradient
     seed: int = 0                     # batch order
+    optimizer: str = "adamw"          # adamw | sgd (momentum below)
+    momentum: float = 0.9
 
     def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"train.optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
         for field in ("epochs", "batch_size"):
             if getattr(self, field) < 1:
                 raise ValueError(f"train.{field} must be ≥ 1, got {getattr(self, field)}")
@@ -40,18 +51,53 @@ class TrainConfig:
 
 
 @dataclasses.dataclass
+class SparseTraining:
+    """Train sparse: updater `method` (`sparse.updaters.names()`) with its `options`
+    (its `total_steps` is the run's), over every prunable kernel except, if asked,
+    the first and last layers. `masks` starts from given masks (fine-tuning a
+    pruned model: with the `static` method they stay fixed)."""
+    method: str = "rigl"
+    options: dict = dataclasses.field(default_factory=dict)
+    first_layer: bool = True
+    last_layer: bool = True
+    masks: dict | None = None
+
+
+@dataclasses.dataclass
 class TrainResult:
     model: nnx.Module
     history: list[dict]
     val_accuracy: float
     test_accuracy: float
     seconds: float
+    masks: dict | None = None         # final sparse masks (sparse training only)
 
 
 def make_optimizer(cfg: TrainConfig, steps: int, warmup_steps: int) -> optax.GradientTransformation:
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, cfg.learning_rate, max(warmup_steps, 1), max(steps, warmup_steps + 1))
+    if warmup_steps > 0:
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, cfg.learning_rate, warmup_steps, max(steps, warmup_steps + 1))
+    else:
+        schedule = optax.cosine_decay_schedule(cfg.learning_rate, max(steps, 1))
+    if cfg.optimizer == "sgd":
+        return optax.chain(optax.add_decayed_weights(cfg.weight_decay),
+                           optax.sgd(schedule, momentum=cfg.momentum))
     return optax.adamw(schedule, weight_decay=cfg.weight_decay)
+
+
+def sparse_optimizer(tx, spec: SparseTraining, model: nnx.Module, probs, steps: int, seed: int):
+    """(wrapped optimizer, prunable kernel names) for `model` at `probs`."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    if spec.masks is not None:
+        names = list(spec.masks)
+    else:
+        x = jnp.zeros((1,) + tuple(model.space.input_shape), jnp.float32)
+
+        def forward(p):
+            return nnx.merge(graphdef, p, rest, copy=True).forward(x, probs, train=False)
+        names = masklib.select(params, forward, first_layer=spec.first_layer, last_layer=spec.last_layer)
+    options = {"seed": seed, **spec.options, "total_steps": steps}
+    return sparse_lib.wrap(tx, sparse_lib.updaters.get(spec.method, **options), names), names
 
 
 def accuracy(model, x: np.ndarray, y: np.ndarray, arch=None, batch_size: int = 500) -> float:
@@ -71,15 +117,22 @@ def accuracy(model, x: np.ndarray, y: np.ndarray, arch=None, batch_size: int = 5
 
 
 def train(model: nnx.Module, data: Dataset, cfg: TrainConfig, arch=None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, sparse: SparseTraining | None = None) -> TrainResult:
     """Train `model` (at `arch`, or its only architecture) on `data.train`; report val/test."""
     started = time.perf_counter()
     probs = model.space.encode(arch)
     batches = Batches(data.x_train, data.y_train, cfg.batch_size, seed=cfg.seed)
     steps = cfg.epochs * batches.steps_per_epoch
     tx = make_optimizer(cfg, steps, int(cfg.warmup_epochs * batches.steps_per_epoch))
+    if sparse is not None:
+        tx, _ = sparse_optimizer(tx, sparse, model, probs, steps, cfg.seed)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     opt_state = tx.init(params)
+    if sparse is not None and sparse.masks is not None:
+        opt_state = opt_state._replace(masks={n: jnp.asarray(m, bool) for n, m in sparse.masks.items()})
+    masked = (lambda p, s: masklib.apply(p, s.masks)) if sparse is not None else (lambda p, s: p)
+    params = masked(params, opt_state)
+    nnx.update(model, params)
 
     @jax.jit
     def step(params, rest, opt_state, x, y):
@@ -87,7 +140,7 @@ def train(model: nnx.Module, data: Dataset, cfg: TrainConfig, arch=None,
             net = nnx.merge(graphdef, params, rest, copy=True)
             loss = cross_entropy(net.forward(x, probs, train=True), y)
             return loss, nnx.split(net, nnx.Param, ...)[2]
-        (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(masked(params, opt_state))
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), rest, opt_state, loss
 
@@ -107,4 +160,5 @@ def train(model: nnx.Module, data: Dataset, cfg: TrainConfig, arch=None,
         bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
     val_acc = accuracy(model, data.x_val, data.y_val, arch)
     test_acc = accuracy(model, data.x_test, data.y_test, arch)
-    return TrainResult(model, history, val_acc, test_acc, time.perf_counter() - started)
+    masks = {n: np.asarray(m) for n, m in opt_state.masks.items()} if sparse is not None else None
+    return TrainResult(model, history, val_acc, test_acc, time.perf_counter() - started, masks)

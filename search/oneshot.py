@@ -19,6 +19,12 @@ a budget — uniformly from a `pool` of feasible archs (index vectors
 sub-networks the search may never pick. The max and min archs are the
 largest and smallest by parameters (`Space.extremes`), passed in as index
 vectors. Rules from `../shared/ALGORITHMS.md` §2.
+
+Sparse supernets: with `tx` from `sparse.wrap`, every forward runs at the
+masked weights (W ⊙ M_sparse, M_sparse from the optimizer state) and the
+updater moves the masks inside the step. With `levels` (`sparse.levels`),
+each sampled arch also picks its sparsity: its kernels keep their largest
+weights at the arch's level.
 """
 from __future__ import annotations
 
@@ -27,6 +33,8 @@ import jax.numpy as jnp
 import optax
 
 from search import engine
+from sparse import masks as masklib
+from sparse.updater import SparseState
 
 RULES = ("uniform", "sandwich", "largest")
 
@@ -38,7 +46,7 @@ def random_index_vector(key, sizes) -> jax.Array:
 
 def make_step(graphdef, space, tx: optax.GradientTransformation, rule: str = "sandwich",
               num_random: int = 2, distill: bool = True, max_arch=None, min_arch=None,
-              pool=None):
+              pool=None, levels=None):
     """The jitted sampled-training step for `space`'s supernet (see module docstring)."""
     if rule not in RULES:
         raise ValueError(f"unknown sampling rule {rule!r}; rules are {list(RULES)}")
@@ -62,10 +70,11 @@ def make_step(graphdef, space, tx: optax.GradientTransformation, rule: str = "sa
             min_arch, max_arch = min_arch or low, max_arch or high
         fixed = (jnp.asarray(space.index_vector(max_arch)), jnp.asarray(space.index_vector(min_arch)))
 
-    def loss_fn(params, rest, x, y, key):
+    def loss_fn(params, rest, x, y, key, ranks):
         def run(index_vector, rest):
             probs = space.probs_from_index_vector(index_vector)
-            return engine.apply(graphdef, params, rest, x, probs, train=True)
+            at_level = params if levels is None else levels.apply(params, probs, ranks)
+            return engine.apply(graphdef, at_level, rest, x, probs, train=True)
 
         if rule == "uniform":
             logits, rest = run(draw(key), rest)
@@ -83,7 +92,13 @@ def make_step(graphdef, space, tx: optax.GradientTransformation, rule: str = "sa
 
     @jax.jit
     def step(params, rest, opt_state, x, y, key):
-        (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, x, y, key)
+        # The gradient at the masked weights is the dense gradient DST regrows by.
+        if isinstance(opt_state, SparseState):
+            masked = masklib.apply(params, opt_state.masks)
+        else:
+            masked = params
+        ranks = levels.ranks(masked) if levels is not None else None
+        (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(masked, rest, x, y, key, ranks)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), rest, opt_state, loss
 

@@ -21,12 +21,15 @@ from search import engine
 from spaces.core import Arch
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _population_correct(graphdef, space, recalibrate, params, rest, index_vectors, calib_x, x, y):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _population_correct(graphdef, space, recalibrate, levels, params, rest, index_vectors, calib_x, x, y):
+    ranks = levels.ranks(params) if levels is not None else None
+
     def one(index_vector):
         probs = space.probs_from_index_vector(index_vector)
-        stats = engine.recalibrate(graphdef, params, rest, calib_x, probs) if recalibrate else rest
-        logits, _ = engine.apply(graphdef, params, stats, x, probs, train=False)
+        params_at = params if levels is None else levels.apply(params, probs, ranks)
+        stats = engine.recalibrate(graphdef, params_at, rest, calib_x, probs) if recalibrate else rest
+        logits, _ = engine.apply(graphdef, params_at, stats, x, probs, train=False)
         return engine.accuracy_count(logits, y)
     return jax.vmap(one)(index_vectors)
 
@@ -35,12 +38,14 @@ class PopulationEvaluator:
     """Accuracy of many archs on a fixed evaluation set, `chunk` archs per call.
 
     `evaluate(archs)` returns one accuracy per arch with the supernet weights
-    given here (`params`, `rest` from `engine.split`).
+    given here (`params`, `rest` from `engine.split`; a sparse supernet's
+    weights already masked). With `levels` (`sparse.levels`) each arch runs at
+    its own sparsity choice.
     """
 
     def __init__(self, graphdef, params, rest, space, x: np.ndarray, y: np.ndarray,
                  calib_x: np.ndarray | None = None, recalibrate: bool | None = None,
-                 chunk: int = 16):
+                 chunk: int = 16, levels=None):
         if len(x) == 0:
             raise ValueError("population evaluation needs a non-empty evaluation set "
                              "(is the validation split empty? set data.val_fraction > 0)")
@@ -55,6 +60,7 @@ class PopulationEvaluator:
         if chunk < 1:
             raise ValueError(f"population chunk must be ≥ 1, got {chunk}")
         self.chunk = chunk
+        self.levels = levels
 
     def evaluate(self, archs: Sequence[Arch]) -> list[float]:
         if not archs:
@@ -66,7 +72,7 @@ class PopulationEvaluator:
             pad = self.chunk - len(block)
             if pad:
                 block = np.concatenate([block, np.repeat(block[:1], pad, 0)])
-            counts = _population_correct(self.graphdef, self.space, self.recalibrate, self.params,
-                                         self.rest, block, self.calib_x, self.x, self.y)
+            counts = _population_correct(self.graphdef, self.space, self.recalibrate, self.levels,
+                                         self.params, self.rest, block, self.calib_x, self.x, self.y)
             correct.extend(np.asarray(counts)[:len(block) - pad].tolist())
         return [c / len(self.y) for c in correct]

@@ -40,8 +40,12 @@ def get(name: str, **options) -> Space:
 
 def from_dict(description: dict) -> Space:
     """Rebuild a space from `Space.to_dict()` (restrictions and binding included)."""
-    name, config = description["name"], description.get("config", {})
-    space = get(name, **config) if name in _REGISTRY else Space(description["choices"], name=name)
+    name, config = description["name"], dict(description.get("config", {}))
+    levels, kernels = config.pop("sparsity_levels", None), config.pop("sparsity_kernels", None)
+    structural = {k: v for k, v in description["choices"].items() if not k.startswith("sparsity")}
+    space = get(name, **config) if name in _REGISTRY else Space(structural, name=name)
+    if levels is not None:
+        space = space.with_sparsity(levels, kernels)
     for key, options in description["choices"].items():
         space = space.restrict(key, options)
     if description.get("input_shape") is not None:

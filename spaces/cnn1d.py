@@ -106,6 +106,14 @@ class CNN1DSpace(Space):
             length //= 2
         return out, cin
 
+    def _param_shapes(self, items):
+        arch, shapes = dict(items), []
+        convs, last = self._layers(arch)
+        names = [(s, j) for s in range(STAGES) for j in range(arch[f"depth_{s}"])]
+        for (s, j), (_, k, cin, cout) in zip(names, convs):
+            shapes += [(f"stages.{s}.{j}.bias", (cout,)), (f"stages.{s}.{j}.kernel", (k, cin, cout))]
+        return tuple(shapes + [("head.bias", (self.num_classes,)), ("head.kernel", (last, self.num_classes))])
+
     def _costs(self, arch):
         convs, last = self._layers(arch)
         params = sum(k * ci * co + co for _, k, ci, co in convs) + (last + 1) * self.num_classes

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import itertools
 import json
 import math
@@ -22,6 +23,7 @@ import numpy as np
 Arch = dict[str, Any]
 
 _SCALARS = (bool, int, float, str)
+SPARSITY = "sparsity"   # name of the searchable sparsity choice (`Space.with_sparsity`)
 
 
 def closest(name: str, valid: Sequence[str]) -> str:
@@ -223,6 +225,58 @@ class Space:
 
     def arch_from_json(self, text: str) -> Arch:
         return self.validate(json.loads(text))
+
+    # ------------------------------------------------------------------ sparsity
+    def with_sparsity(self, levels: Sequence[float], kernels: Sequence[str] | None = None) -> "Space":
+        """This space with searchable sparsity: one choice `sparsity` over `levels`
+        for every prunable kernel, or with `kernels` one choice `sparsity:<kernel>`
+        per kernel. The supernet ignores these choices; `sparse.levels` turns them
+        into nested magnitude masks."""
+        levels = tuple(float(s) for s in levels)
+        if not levels or any(not 0.0 <= s < 1.0 for s in levels):
+            raise ValueError(f"sparsity levels must be in [0, 1), got {list(levels)}")
+        if any(k.startswith(SPARSITY) for k in self._choices):
+            raise ValueError(f"space {self.name!r} already has sparsity choices")
+        clone = self._copy()
+        names = [SPARSITY] if kernels is None else [f"{SPARSITY}:{k}" for k in kernels]
+        for name in names:
+            clone._choices[name] = tuple(sorted(set(levels)))
+        clone.config["sparsity_levels"] = tuple(sorted(set(levels)))
+        clone.config["sparsity_kernels"] = tuple(kernels) if kernels is not None else None
+        return clone
+
+    def sparsity_of(self, arch: Mapping, kernel: str) -> float:
+        """The sparsity `arch` gives `kernel` (0.0 when the space has no sparsity choice)."""
+        if f"{SPARSITY}:{kernel}" in arch:
+            return float(arch[f"{SPARSITY}:{kernel}"])
+        return float(arch.get(SPARSITY, 0.0)) if SPARSITY in self._choices else 0.0
+
+    def structure(self, arch: Mapping) -> Arch:
+        """`arch` without its sparsity choices: what shapes the network."""
+        return {k: v for k, v in arch.items() if not k.startswith(SPARSITY)}
+
+    def without_sparsity(self) -> "Space":
+        clone = self._copy()
+        clone._choices = self.structure(self._choices)
+        clone.config.pop("sparsity_levels", None)
+        clone.config.pop("sparsity_kernels", None)
+        return clone
+
+    def param_shapes(self, arch: Mapping) -> dict[str, tuple[int, ...]]:
+        """Shape of every trainable parameter of the compact model of `arch`, by dotted
+        name (`sparse.masks.leaf_name`). Shipped spaces answer in closed form; others
+        build the compact model abstractly (cached)."""
+        structural = self.without_sparsity().validate(self.structure(arch))
+        return dict(self._param_shapes(tuple(structural.items())))
+
+    @functools.lru_cache(maxsize=4096)
+    def _param_shapes(self, items: tuple) -> tuple:
+        from flax import nnx
+
+        from sparse.masks import named_leaves
+        fixed = self.without_sparsity().fix(dict(items))
+        abstract = nnx.eval_shape(lambda: fixed.supernet_class(fixed, rngs=nnx.Rngs(0)))
+        return tuple((n, tuple(v.shape)) for n, v in named_leaves(nnx.state(abstract, nnx.Param)).items())
 
     def to_dict(self) -> dict:
         """JSON-able description; `spaces.from_dict` rebuilds an equal space."""

@@ -65,6 +65,14 @@ class MLPSpace(Space):
     def _layer_sizes(self, arch):
         return [math.prod(self.input_shape)] + [arch[f"width_{i}"] for i in range(arch["depth"])]
 
+    def _param_shapes(self, items):
+        sizes = self._layer_sizes(dict(items))
+        shapes = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            shapes += [(f"hidden.{i}.bias", (b,)), (f"hidden.{i}.kernel", (a, b))]
+        head = [("head.bias", (self.num_classes,)), ("head.kernel", (sizes[-1], self.num_classes))]
+        return tuple(shapes + head)
+
     def _costs(self, arch):
         sizes = self._layer_sizes(arch) + [self.num_classes]
         pairs = list(zip(sizes[:-1], sizes[1:]))

@@ -168,12 +168,14 @@ def allocate(method: str, levels, sizes, keep: int, *, distortion=None, weights=
 
 
 def magnitude_masks(weights: Mapping, sparsity: Mapping, masks: Mapping | None = None) -> dict:
-    """Per layer, keep the round(size·(1 − s)) largest magnitudes (within `masks`)."""
+    """Per layer, keep the round(size·(1 − s)) largest magnitudes within `masks`
+    (masks only shrink: a level below a layer's current sparsity keeps it as is)."""
     out = {}
     for n, w in weights.items():
         active = jnp.ones(w.shape, bool) if masks is None else jnp.asarray(masks[n], bool)
         score = jnp.where(active, jnp.abs(w), -jnp.inf)
-        out[n] = masklib.top_k_mask(score, int(round(w.size * (1.0 - float(sparsity[n])))))
+        keep = min(int(round(w.size * (1.0 - float(sparsity[n])))), int(jnp.sum(active)))
+        out[n] = masklib.top_k_mask(score, keep)
     return out
 
 

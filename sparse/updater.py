@@ -112,18 +112,20 @@ def wrap(tx: optax.GradientTransformation, updater: Updater,
         if params is None:
             raise ValueError("sparse.wrap: update needs params (magnitudes decide the masks)")
         key, sub = jax.random.split(state.key)
-        event = updater.is_event(state.step)
-        weights = masklib.kernels(masklib.apply(params, state.masks), names)
-        masks = jax.lax.cond(
-            event,
-            lambda: {n: m.astype(bool) for n, m in updater.new_masks(
-                state.masks, weights, masklib.kernels(grads, names), state.step, sub).items()},
-            lambda: dict(state.masks))
         updates, inner = tx.update(masklib.apply(grads, state.masks), state.inner, params)
-        if updater.skip_step:
-            updates = jax.tree_util.tree_map(lambda u: jnp.where(event, jnp.zeros_like(u), u), updates)
-            inner = jax.tree_util.tree_map(lambda old, new: jnp.where(event, old, new), state.inner, inner)
-        inner = reset_moments(inner, params, {n: masks[n] != state.masks[n] for n in names})
+
+        def on_event():
+            weights = masklib.kernels(masklib.apply(params, state.masks), names)
+            new = updater.new_masks(state.masks, weights, masklib.kernels(grads, names), state.step, sub)
+            new = {n: new[n].astype(bool) for n in names}
+            stepped, moments = ((jax.tree_util.tree_map(jnp.zeros_like, updates), state.inner)
+                                if updater.skip_step else (updates, inner))
+            changed = {n: new[n] != state.masks[n] for n in names}
+            return new, reset_moments(moments, params, changed), stepped
+
+        # Only event steps pay for scoring, sorting and resetting moments.
+        masks, inner, updates = jax.lax.cond(updater.is_event(state.step), on_event,
+                                             lambda: (dict(state.masks), inner, updates))
         leaves = masklib.named_leaves(params)
         # p + (−p) is exactly 0: pruned weights are exact zeros after apply_updates.
         updates = masklib.map_named(lambda n, u: jnp.where(masks[n], u, -leaves[n]), updates, names)

@@ -1,0 +1,91 @@
+"""Layer-adaptive pruning of a trained compact model, then sparse fine-tuning.
+
+In `rounds` steps the kept weights shrink geometrically to the target; each
+round measures per-layer distortion curves on a calibration batch
+(`sparse.allocate.distortion_curves`), allocates the round's budget across
+layers (`sparse.allocate`, DP by default), prunes by magnitude within the
+current masks (masks only shrink) and fine-tunes with the masks fixed — the
+iterative schedule of the rate–distortion pruning paper
+(`../shared/ALGORITHMS.md` §6).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from flax import nnx
+
+from launch.data import Dataset
+from launch.train import SparseTraining, TrainConfig, TrainResult, accuracy, train
+from sparse import allocate as alloc
+from sparse import masks as masklib
+
+
+@dataclasses.dataclass
+class PruneResult:
+    model: nnx.Module
+    masks: dict                      # {kernel name: bool mask} of the compact model
+    sparsity: dict                   # final per-kernel sparsity
+    rounds: list[dict]               # per round: budget, allocated levels, accuracies
+    val_accuracy: float
+    test_accuracy: float
+
+
+def grid_levels(count: int, target: float) -> np.ndarray:
+    """`count` sparsity levels from 0 to max(0.98, a level past the target)."""
+    top = max(0.98, 1.0 - (1.0 - target) / 4.0)
+    return np.linspace(0.0, top, count)
+
+
+def prune(model: nnx.Module, data: Dataset, names, keep: int, *, allocation: str = "dp",
+          grid: int = 50, rounds: int = 3, calibration: int = 1024, finetune: TrainConfig | None = None,
+          masks: dict | None = None, progress: bool = False, seed: int = 0) -> PruneResult:
+    """Prune `model`'s kernels `names` until at most `keep` of their weights survive.
+
+    `masks` are the model's current masks (default: its nonzero pattern); with
+    `finetune`, each round fine-tunes under the round's masks.
+    """
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    leaves = masklib.named_leaves(params)
+    names = [n for n in names if n in leaves]
+    if not names:
+        raise ValueError("no prunable kernel of the compact model matches the supernet's")
+    shapes = {n: tuple(leaves[n].shape) for n in names}
+    sizes = np.array([math.prod(s) for s in shapes.values()])
+    if masks is None:
+        masks = {n: np.asarray(leaves[n]) != 0 for n in names}
+    probs = model.space.encode(None)
+
+    def logits(p, x):
+        return nnx.merge(graphdef, p, rest, copy=True).forward(x, probs, train=False)
+
+    order = np.random.default_rng(seed).permutation(len(data.x_train))[:calibration]
+    calib = data.x_train[order]
+    start = sum(int(np.sum(masks[n])) for n in names)
+    levels = grid_levels(grid, 1.0 - keep / sizes.sum())
+    history, result = [], None
+    for r in range(1, rounds + 1):
+        budget = keep if r == rounds else int(round(start * (keep / start) ** (r / rounds)))
+        params = nnx.state(model, nnx.Param)
+        weights = masklib.kernels(masklib.apply(params, masks), names)
+        curves = alloc.distortion_curves(logits, params, names, levels, calib, masks)
+        chosen = alloc.allocate(allocation, levels, sizes, budget, distortion=curves,
+                                weights=[np.asarray(weights[n]) for n in names],
+                                shapes=list(shapes.values()))
+        masks = {n: np.asarray(m) for n, m in alloc.magnitude_masks(weights, dict(zip(names, chosen)),
+                                                                     masks).items()}
+        nnx.update(model, masklib.apply(params, masks))
+        record = {"round": r, "budget": budget, "kept": sum(int(m.sum()) for m in masks.values()),
+                  "levels": {n: float(s) for n, s in zip(names, chosen)}}
+        if finetune is not None and finetune.epochs > 0:
+            result = train(model, data, finetune, progress=progress,
+                           sparse=SparseTraining("static", masks=masks))
+            masks = result.masks
+            record.update(val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy)
+        history.append(record)
+    if result is None:
+        result = TrainResult(model, [], accuracy(model, data.x_val, data.y_val),
+                             accuracy(model, data.x_test, data.y_test), 0.0, masks)
+    sparsity = {n: 1.0 - float(np.sum(masks[n])) / masks[n].size for n in names}
+    return PruneResult(model, masks, sparsity, history, result.val_accuracy, result.test_accuracy)
