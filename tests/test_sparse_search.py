@@ -1,0 +1,198 @@
+"""Sparse joint search: searchable sparsity levels, DST supernet steps, pruning, `nas search`."""
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import yaml
+from flax import nnx
+
+import nas
+import spaces
+import sparse
+from launch import cli, config as configs, data as datasets
+from launch.prune import prune
+from launch.run import load_export
+from launch.train import SparseTraining, TrainConfig, accuracy, train
+from search import engine, oneshot
+from search.population import PopulationEvaluator
+from sparse import masks as masklib
+from sparse.levels import Levels
+from spaces.core import Space
+
+
+def _mlp_space():
+    return spaces.get("mlp", max_depth=2, widths=(16, 32), activations=("relu",)).bind((40,), 10)
+
+
+def test_levels_are_nested_magnitude_masks():
+    params = {"a": {"kernel": jax.random.normal(jax.random.PRNGKey(0), (6, 10))},
+              "b": {"kernel": jax.random.normal(jax.random.PRNGKey(1), (10, 3))}}
+    levels = Levels((("a.kernel", "sparsity"), ("b.kernel", "sparsity")), (0.5, 0.8, 0.9))
+    ranks = levels.ranks(params)
+    previous = None
+    for k, s in enumerate(levels.options):
+        probs = {"sparsity": np.eye(3, dtype=np.float32)[k]}
+        out = levels.apply(params, probs, ranks)
+        for layer in ("a", "b"):
+            w, kept = np.asarray(params[layer]["kernel"]), np.asarray(out[layer]["kernel"])
+            nonzero = kept != 0
+            assert nonzero.sum() == round(w.size * (1 - s))
+            assert np.abs(w[nonzero]).min() >= np.abs(w[~nonzero]).max()
+            if previous is not None:
+                assert not np.any(nonzero & ~previous[layer])
+        previous = {layer: np.asarray(out[layer]["kernel"]) != 0 for layer in ("a", "b")}
+    soft = levels.apply(params, {"sparsity": np.array([0.2, 0.3, 0.5], np.float32)}, ranks)
+    hard = [levels.apply(params, {"sparsity": np.eye(3, dtype=np.float32)[k]}, ranks) for k in range(3)]
+    expected = 0.2 * hard[0]["a"]["kernel"] + 0.3 * hard[1]["a"]["kernel"] + 0.5 * hard[2]["a"]["kernel"]
+    np.testing.assert_allclose(soft["a"]["kernel"], expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="ascending"):
+        Levels((), (0.9, 0.5))
+
+
+def test_space_sparsity_choices_round_trip_and_param_shapes():
+    space = spaces.get("cnn1d").bind((40, 1), 10).with_sparsity([0.9, 0.8])
+    assert space.choices["sparsity"] == (0.8, 0.9)
+    arch = space.sample(3)
+    assert space.sparsity_of(arch, "head.kernel") == arch["sparsity"]
+    assert "sparsity" not in space.structure(arch)
+    assert space.params(arch) == space.without_sparsity().params(space.structure(arch))
+    assert spaces.from_dict(space.to_dict()) == space
+    per_layer = _mlp_space().with_sparsity([0.5], ["head.kernel"])
+    assert per_layer.sparsity_of({"sparsity:head.kernel": 0.5}, "head.kernel") == 0.5
+    with pytest.raises(ValueError, match="already has"):
+        space.with_sparsity([0.5])
+    # closed-form shapes of the shipped spaces = the abstractly built compact model
+    for bound in (spaces.get("cnn1d").bind((40, 1), 10), spaces.get("mlp").bind((64,), 10)):
+        for seed in range(8):
+            arch = bound.sample(seed)
+            generic = Space._param_shapes.__wrapped__(bound, tuple(arch.items()))
+            assert bound.param_shapes(arch) == dict(generic)
+            assert sum(math.prod(s) for s in bound.param_shapes(arch).values()) == bound.params(arch)
+
+
+def test_sparse_supernet_step_keeps_zeros_and_exact_counts():
+    space = _mlp_space()
+    model = nas.supernet(space, seed=0)
+    graphdef, params, rest = engine.split(model)
+    names = masklib.kernel_names(params)
+    updater = sparse.updaters.get("rigl", sparsity=0.8, total_steps=40, update_every=3)
+    tx = sparse.wrap(optax.adam(1e-2), updater, names)
+    opt = tx.init(params)
+    levels_space = space.with_sparsity([0.8, 0.9])
+    levels = Levels(tuple((n, "sparsity") for n in names), (0.8, 0.9))
+    step = oneshot.make_step(graphdef, levels_space, tx, "sandwich", num_random=1, levels=levels)
+    counts = {n: int(opt.masks[n].sum()) for n in names}
+    data = datasets.load("synthetic", input_shape=(40,), n_train=256, n_test=32)
+    changed = 0
+    for t in range(12):
+        before = {n: np.asarray(opt.masks[n]) for n in names}
+        params, rest, opt, loss = step(params, rest, opt, data.x_train[:32], data.y_train[:32],
+                                       jax.random.PRNGKey(t))
+        assert np.isfinite(float(loss))
+        leaves = masklib.named_leaves(params)
+        for n in names:
+            mask = np.asarray(opt.masks[n])
+            assert mask.sum() == counts[n]
+            assert not np.any(np.asarray(leaves[n])[~mask])
+            changed += int(np.any(mask != before[n]))
+    assert changed > 0
+    assert step._cache_size() == 1
+
+
+def test_population_with_levels_equals_arch_by_arch():
+    space = _mlp_space()
+    model = nas.supernet(space, seed=1)
+    graphdef, params, rest = engine.split(model)
+    names = masklib.kernel_names(params)
+    searched = space.with_sparsity([0.5, 0.9])
+    levels = Levels(tuple((n, "sparsity") for n in names), (0.5, 0.9))
+    data = datasets.load("synthetic", input_shape=(40,), n_train=64, n_test=64)
+    archs = [searched.sample(s) for s in range(6)]
+    evaluator = PopulationEvaluator(graphdef, params, rest, searched, data.x_test, data.y_test,
+                                    chunk=4, levels=levels)
+    got = evaluator.evaluate(archs)
+    for arch, acc in zip(archs, got):
+        at = levels.apply(params, searched.one_hot(arch), levels.ranks(params))
+        logits, _ = engine.apply(graphdef, at, rest, jnp.asarray(data.x_test), searched.one_hot(arch), False)
+        assert acc == pytest.approx(float(np.mean(np.argmax(logits, -1) == data.y_test)))
+
+
+def test_train_sparse_keeps_given_masks_and_prune_meets_the_budget():
+    data = datasets.load("synthetic", input_shape=(40,), n_train=512, n_test=128, data_seed=3)
+    space = _mlp_space()
+    arch = {"depth": 2, "width_0": 32, "width_1": 32, "activation": "relu"}
+    model = nas.supernet(space.fix(arch), seed=0)
+    cfg = TrainConfig(epochs=3, batch_size=64, optimizer="sgd", learning_rate=0.05, warmup_epochs=0)
+    dense = train(model, data, cfg, progress=False)
+    names = ["hidden.0.kernel", "hidden.1.kernel", "head.kernel"]
+    sizes = {n: math.prod(masklib.named_leaves(nnx.state(model, nnx.Param))[n].shape) for n in names}
+    keep = int(0.2 * sum(sizes.values()))
+    result = prune(dense.model, data, names, keep, rounds=2, grid=11, calibration=64,
+                   finetune=TrainConfig(epochs=1, batch_size=64))
+    kept = sum(int(m.sum()) for m in result.masks.values())
+    assert kept <= keep and kept >= 0.9 * keep
+    assert [r["budget"] for r in result.rounds][-1] == keep
+    assert result.rounds[0]["kept"] >= result.rounds[1]["kept"]
+    leaves = masklib.named_leaves(nnx.state(result.model, nnx.Param))
+    for n in names:
+        assert not np.any(np.asarray(leaves[n])[~result.masks[n]])
+    assert result.test_accuracy == pytest.approx(accuracy(result.model, data.x_test, data.y_test))
+    # fixed masks survive further training exactly (static updater, momentum included)
+    again = train(result.model, data, cfg, progress=False, sparse=SparseTraining("static", masks=result.masks))
+    for n in names:
+        np.testing.assert_array_equal(again.masks[n], result.masks[n])
+        assert not np.any(np.asarray(masklib.named_leaves(nnx.state(again.model, nnx.Param))[n])[~result.masks[n]])
+
+
+def test_sparse_config_errors():
+    with pytest.raises(ValueError, match="supernet.method = 'darts'"):
+        configs.from_dict({"supernet": {"method": "darts"}, "sparse": {"sparsity": 0.9}})
+    with pytest.raises(ValueError, match="either sparse.sparsity"):
+        configs.from_dict({"sparse": {"sparsity": 0.9, "levels": [0.8]}})
+    with pytest.raises(ValueError, match="need a sparse search"):
+        configs.from_dict({"search": {"objectives": ["accuracy", "nonzero"]}})
+    with pytest.raises(ValueError, match="sparse.allocation"):
+        configs.from_dict({"sparse": {"sparsity": 0.9, "allocation": "optimal"}})
+    assert configs.sparse_levels(configs.from_dict({"sparse": {"levels": [0.9, 0.8]}})) == [0.8, 0.9]
+
+
+SPARSE_TINY = {
+    "seed": 0, "space": {"name": "cnn1d", "options": {"norm": "batch"}},
+    "data": {"name": "mnist1d", "val_fraction": 0.2},
+    "supernet": {"method": "sandwich", "epochs": 1, "batch_size": 128},
+    "search": {"controller": "aging", "evaluations": 16, "generation": 8, "population": 8,
+               "sample": 4, "candidates": 1, "max_nonzero": 3000},
+    "retrain": {"epochs": 1, "space_options": {"norm": "none"}},
+    "sparse": {"levels": [0.8, 0.9], "update_every": 10, "rounds": 2, "finetune_epochs": 1,
+               "grid": 12, "calibration": 128},
+}
+
+
+def test_sparse_search_exports_exact_zeros_within_the_budget(tmp_path):
+    config = tmp_path / "sparse.yaml"
+    config.write_text(yaml.safe_dump(SPARSE_TINY))
+    run = tmp_path / "run"
+    assert cli.main(["search", str(config), "--out", str(run), "--quiet"]) == 0
+    info = json.loads((run / "best" / "arch.json").read_text())
+    space, arch, model = load_export(run / "best")
+    counted = masklib.count_nonzero(nnx.state(model, nnx.Param))
+    assert sum(counted.values()) == info["nonzero_params"] <= 3000
+    for name, layer in info["sparsity"]["layers"].items():
+        assert counted[name] == layer["nonzero"]
+    assert info["sparsity"]["target"]["sparsity"] in (0.8, 0.9)
+    assert info["sparsity"]["prunable_sparsity"] >= info["sparsity"]["target"]["sparsity"] - 1e-9
+    history = json.loads((run / "search_state.json").read_text())["history"]
+    searched = spaces.get("cnn1d", norm="batch").bind((40, 1), 10).with_sparsity([0.8, 0.9])
+    for entry in history:
+        entry_arch = entry[0]
+        shapes = searched.param_shapes(entry_arch)
+        nonzero = sum(round(math.prod(s) * (1 - entry_arch["sparsity"])) if n.endswith("kernel")
+                      else math.prod(s) for n, s in shapes.items())
+        assert nonzero <= 3000
+    data = datasets.load("mnist1d", seed=0, val_fraction=0.2)
+    assert accuracy(model, data.x_test, data.y_test) == pytest.approx(info["metrics"]["test_accuracy"], abs=1e-9)
+    assert "dense_test_accuracy" in info["search"]["candidates"][0]
