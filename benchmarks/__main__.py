@@ -1,16 +1,30 @@
-"""Run every benchmark: `python -m benchmarks [--quick]`."""
+"""Run every benchmark: `python -m benchmarks [--quick] [--only NAME ...]`."""
 import argparse
 
-from benchmarks import search_steps, supernet_overhead
+from benchmarks import search_steps, sparse_accuracy, sparse_costs, supernet_overhead
+
+BENCHMARKS = ("supernet_overhead", "search_steps", "sparse_costs", "sparse_accuracy")
 
 
 def main():
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer repetitions; sparse accuracy with 1 seed and short training")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=BENCHMARKS,
+                        help="run only these benchmarks")
     args = parser.parse_args()
     repeats = 5 if args.quick else 20
-    supernet_overhead.run(repeats=repeats)
-    search_steps.run(repeats=repeats)
+    if "supernet_overhead" in args.only:
+        supernet_overhead.run(repeats=repeats)
+    if "search_steps" in args.only:
+        search_steps.run(repeats=repeats)
+    if "sparse_costs" in args.only:
+        sparse_costs.run(repeats=3 if args.quick else 5)
+    if "sparse_accuracy" in args.only:
+        if args.quick:
+            sparse_accuracy.run(seeds=1, epochs={"mnist1d-mlp": 50, "digits-mlp": 50, "mnist1d-cnn1d": 20})
+        else:
+            sparse_accuracy.run()
 
 
 if __name__ == "__main__":

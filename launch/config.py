@@ -99,8 +99,9 @@ class SparseConfig:
     grid: int = 50                      # sparsity levels 0 … 0.98 of the distortion curves
     calibration: int = 1024             # training examples the distortion curves are measured on
     rounds: int = 3                     # prune-then-fine-tune rounds to the target (geometric)
-    finetune_epochs: int = 15           # sparse fine-tuning epochs after each round
-    finetune_learning_rate: float = 0.003  # AdamW peak of the fine-tuning, cosine to 0
+    finetune_epochs: int = 15           # sparse fine-tuning epochs after each round but the last
+    final_epochs: int = 60              # sparse fine-tuning epochs at the target (the last round)
+    finetune_learning_rate: float = 0.01   # AdamW peak of each fine-tuning, cosine to 0
 
 
 @dataclasses.dataclass

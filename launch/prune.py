@@ -32,19 +32,15 @@ class PruneResult:
     test_accuracy: float
 
 
-def grid_levels(count: int, target: float) -> np.ndarray:
-    """`count` sparsity levels from 0 to max(0.98, a level past the target)."""
-    top = max(0.98, 1.0 - (1.0 - target) / 4.0)
-    return np.linspace(0.0, top, count)
-
-
 def prune(model: nnx.Module, data: Dataset, names, keep: int, *, allocation: str = "dp",
           grid: int = 50, rounds: int = 3, calibration: int = 1024, finetune: TrainConfig | None = None,
-          masks: dict | None = None, progress: bool = False, seed: int = 0) -> PruneResult:
+          final: TrainConfig | None = None, masks: dict | None = None, progress: bool = False,
+          seed: int = 0) -> PruneResult:
     """Prune `model`'s kernels `names` until at most `keep` of their weights survive.
 
     `masks` are the model's current masks (default: its nonzero pattern); with
-    `finetune`, each round fine-tunes under the round's masks.
+    `finetune`, each round fine-tunes under the round's masks, the last one
+    with `final` when given (recovery at the target sparsity takes longest).
     """
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     leaves = masklib.named_leaves(params)
@@ -63,7 +59,7 @@ def prune(model: nnx.Module, data: Dataset, names, keep: int, *, allocation: str
     order = np.random.default_rng(seed).permutation(len(data.x_train))[:calibration]
     calib = data.x_train[order]
     start = sum(int(np.sum(masks[n])) for n in names)
-    levels = grid_levels(grid, 1.0 - keep / sizes.sum())
+    levels = alloc.grid_levels(grid, 1.0 - keep / sizes.sum())
     history, result = [], None
     for r in range(1, rounds + 1):
         budget = keep if r == rounds else int(round(start * (keep / start) ** (r / rounds)))
@@ -78,8 +74,9 @@ def prune(model: nnx.Module, data: Dataset, names, keep: int, *, allocation: str
         nnx.update(model, masklib.apply(params, masks))
         record = {"round": r, "budget": budget, "kept": sum(int(m.sum()) for m in masks.values()),
                   "levels": {n: float(s) for n, s in zip(names, chosen)}}
-        if finetune is not None and finetune.epochs > 0:
-            result = train(model, data, finetune, progress=progress,
+        schedule = final if r == rounds and final is not None else finetune
+        if schedule is not None and schedule.epochs > 0:
+            result = train(model, data, schedule, progress=progress,
                            sparse=SparseTraining("static", masks=masks))
             masks = result.masks
             record.update(val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy)

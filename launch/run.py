@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 import nas
 import spaces
 import sparse
+from nas import surgery
 from launch import config as configs
 from launch import data as datasets
 from launch import plots
@@ -414,10 +415,38 @@ def _nonzero_masks(model: nnx.Module, setup: SparseSetup | None):
     return {n: np.asarray(leaves[n]) != 0 for n in setup.names if n in leaves}
 
 
-def _finetune_config(cfg: configs.Config) -> TrainConfig:
-    return TrainConfig(epochs=cfg.sparse.finetune_epochs, batch_size=cfg.retrain.batch_size,
+def _finetune_config(cfg: configs.Config, epochs: int | None = None) -> TrainConfig:
+    return TrainConfig(epochs=cfg.sparse.finetune_epochs if epochs is None else epochs,
+                       batch_size=cfg.retrain.batch_size,
                        learning_rate=cfg.sparse.finetune_learning_rate, warmup_epochs=0.0,
                        weight_decay=cfg.retrain.weight_decay, seed=cfg.seed)
+
+
+def _export_sparse(best_dir: Path, model: nnx.Module, names: list[str], info: dict) -> dict:
+    """The two extra forms of a sparse export: compressed storage (COO, `sparse.storage`)
+    and, where the space describes its layer chain, the smaller dense model without
+    dead units (`nas.surgery`) as a second export directory `best/compact/`."""
+    ratios = sparse.storage.save(best_dir / "sparse_weights.npz", nnx.state(model, nnx.Param), names)
+    sizes = {n: v["size"] for n, v in info["sparsity"]["layers"].items()}
+    out = {"coo_file": "sparse_weights.npz",
+           "coo_bytes_vs_dense": sum(ratios[n] * sizes[n] for n in ratios) / sum(sizes[n] for n in ratios)}
+    if not hasattr(model.space, "unit_chain"):
+        out["compact"] = None
+        return out
+    smaller = surgery.remove_dead_units(model)
+    fixed = smaller.space
+    choices = {k: v[0] for k, v in fixed.choices.items()}
+    compact_dir = best_dir / "compact"
+    compact_dir.mkdir(exist_ok=True)
+    _write_orbax(compact_dir / "weights", smaller)
+    space_config = spaces.get(fixed.name, **fixed.config).bind(fixed.input_shape, fixed.num_classes)
+    compact_info = {"space": fixed.name, "choices": choices, "params": nas.count_params(smaller),
+                    "flops": fixed.flops(choices), "space_config": space_config.to_dict(),
+                    "derived_from": "../arch.json (dead units removed; same outputs)",
+                    "engine": f"jaxnas {VERSION}"}
+    write_json_atomic(compact_dir / "arch.json", compact_info)
+    out["compact"] = {"dir": "compact", "params": compact_info["params"], "flops": compact_info["flops"]}
+    return out
 
 
 def _sparsity_info(cfg: configs.Config, space, arch, setup: SparseSetup, chosen: Retrained) -> dict:
@@ -581,7 +610,8 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
                     result.model, data, sparse_setup.names, sparse_setup.keep(space, arch),
                     allocation=cfg.sparse.allocation, grid=cfg.sparse.grid, rounds=cfg.sparse.rounds,
                     calibration=cfg.sparse.calibration, finetune=_finetune_config(cfg),
-                    masks=result.masks, progress=progress, seed=cfg.seed)
+                    final=_finetune_config(cfg, cfg.sparse.final_epochs), masks=result.masks,
+                    progress=progress, seed=cfg.seed)
                 outcome.model = outcome.pruned.model
                 outcome.val_accuracy = outcome.pruned.val_accuracy
                 outcome.test_accuracy = outcome.pruned.test_accuracy
@@ -620,6 +650,7 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
         }
         if sparse_setup is not None:
             info.update(_sparsity_info(cfg, space, arch, sparse_setup, chosen))
+            info["export"] = _export_sparse(best_dir, chosen.model, list(chosen.pruned.masks), info)
         write_json_atomic(best_dir / "arch.json", info)
         plots.trajectory(run_dir / "trajectory.png", log.phase("supernet"), log.phase("search"),
                          title=f"{space.name} · {cfg.supernet.method} · "

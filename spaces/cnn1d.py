@@ -114,6 +114,26 @@ class CNN1DSpace(Space):
             shapes += [(f"stages.{s}.{j}.bias", (cout,)), (f"stages.{s}.{j}.kernel", (k, cin, cout))]
         return tuple(shapes + [("head.bias", (self.num_classes,)), ("head.kernel", (last, self.num_classes))])
 
+    def unit_chain(self, arch):
+        """The conv chain then the head (see `nas.surgery`)."""
+        chain = []
+        for s in range(STAGES):
+            for j in range(arch[f"depth_{s}"]):
+                chain.append({"kernel": f"stages.{s}.{j}.kernel", "bias": f"stages.{s}.{j}.bias",
+                              "unit_vars": [f"norms.{s}.{j}.mean", f"norms.{s}.{j}.var"]
+                              if self.config["norm"] == "batch" else [],
+                              "width": f"channels_{s}", "zero_preserving": self.config["norm"] == "none"})
+        return chain + [{"kernel": "head.kernel", "bias": "head.bias", "unit_vars": [], "width": None,
+                         "zero_preserving": False}]
+
+    def with_widths(self, arch, widths):
+        """(space, arch) with the channel choices set to `widths` (any positive ints)."""
+        new_arch = {**arch, **widths}
+        channels = tuple(sorted({new_arch[f"channels_{s}"] for s in range(STAGES)}))
+        space = CNN1DSpace(channels=channels, kernels=self.config["kernels"], depths=self.config["depths"],
+                           norm=self.config["norm"]).bind(self.input_shape, self.num_classes)
+        return space, new_arch
+
     def _costs(self, arch):
         convs, last = self._layers(arch)
         params = sum(k * ci * co + co for _, k, ci, co in convs) + (last + 1) * self.num_classes

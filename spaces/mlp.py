@@ -73,6 +73,21 @@ class MLPSpace(Space):
         head = [("head.bias", (self.num_classes,)), ("head.kernel", (sizes[-1], self.num_classes))]
         return tuple(shapes + head)
 
+    def unit_chain(self, arch):
+        """The hidden layers then the head (see `nas.surgery`)."""
+        chain = [{"kernel": f"hidden.{i}.kernel", "bias": f"hidden.{i}.bias", "unit_vars": [],
+                  "width": f"width_{i}", "zero_preserving": True} for i in range(arch["depth"])]
+        return chain + [{"kernel": "head.kernel", "bias": "head.bias", "unit_vars": [], "width": None,
+                         "zero_preserving": False}]
+
+    def with_widths(self, arch, widths):
+        """(space, arch) with the hidden widths set to `widths` (any positive ints)."""
+        new_arch = {**arch, **widths}
+        options = tuple(sorted({new_arch[f"width_{i}"] for i in range(self.config["max_depth"])}))
+        space = MLPSpace(max_depth=self.config["max_depth"], widths=options,
+                         activations=self.config["activations"]).bind(self.input_shape, self.num_classes)
+        return space, new_arch
+
     def _costs(self, arch):
         sizes = self._layer_sizes(arch) + [self.num_classes]
         pairs = list(zip(sizes[:-1], sizes[1:]))

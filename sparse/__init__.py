@@ -8,9 +8,9 @@
 - `sparse.allocate_dp` and the baselines of `sparse.allocate`: per-layer
   sparsity under a global budget.
 """
-from sparse import allocate, criteria, levels, masks, schedules, updaters
+from sparse import allocate, criteria, levels, masks, schedules, storage, updaters
 from sparse.allocate import allocate_dp
 from sparse.updater import SparseState, Updater, reset_moments, wrap
 
 __all__ = ["SparseState", "Updater", "allocate", "allocate_dp", "criteria", "levels", "masks",
-           "reset_moments", "schedules", "updaters", "wrap"]
+           "reset_moments", "schedules", "storage", "updaters", "wrap"]

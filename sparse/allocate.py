@@ -94,6 +94,12 @@ def allocate_dp(distortion, levels, sizes, keep: int, *, max_states: int = 100_0
     return chosen if return_indices else levels[chosen]
 
 
+def grid_levels(count: int, target: float) -> np.ndarray:
+    """`count` sparsity levels from 0 to max(0.98, a level well past `target`)."""
+    top = max(0.98, 1.0 - (1.0 - target) / 4.0)
+    return np.linspace(0.0, top, count)
+
+
 def _snap(counts, levels, kept) -> np.ndarray:
     """Per layer, the level keeping the most weights without exceeding `counts[l]`."""
     out = []
@@ -186,6 +192,7 @@ def distortion_curves(fn: Callable, params, names: Sequence[str], levels, x,
     One compilation per layer, the levels vmapped."""
     levels = np.asarray(levels, np.float64)
     base = masklib.apply(params, masks) if masks is not None else params
+    x = jnp.asarray(x)
     reference = fn(base, x)
     leaves = masklib.named_leaves(base)
     curves = np.zeros((len(names), len(levels)))
@@ -195,12 +202,16 @@ def distortion_curves(fn: Callable, params, names: Sequence[str], levels, x,
         order_score = jnp.where(active, jnp.abs(weight), -jnp.inf)
         counts = jnp.asarray(np.round(weight.size * (1.0 - levels)), jnp.int32)
 
+        # Everything is an argument, not a closed-over constant: XLA would otherwise
+        # constant-fold the unpruned layers' activations at compile time.
         @jax.jit
-        def at_counts(counts, base=base, name=name, weight=weight, order_score=order_score):
+        def at_counts(counts, base, order_score, x, reference, name=name):
+            weight = masklib.named_leaves(base)[name]
+
             def one(count):
                 pruned = weight * masklib.top_k_mask(order_score, count)
                 out = fn(masklib.map_named(lambda n, w: pruned, base, [name]), x)
                 return jnp.mean(jnp.sum(jnp.square(out - reference).reshape(len(out), -1), -1))
             return jax.vmap(one)(counts)
-        curves[i] = np.asarray(at_counts(counts))
+        curves[i] = np.asarray(at_counts(counts, base, order_score, x, reference))
     return curves

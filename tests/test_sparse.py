@@ -373,3 +373,55 @@ def test_distortion_curves_equal_a_loop_of_pruned_forwards():
             expected = np.mean(np.sum((out - reference) ** 2, -1))
             assert curves[i, k] == pytest.approx(expected, rel=1e-4, abs=1e-6)
     assert np.all(curves[:, 0] < 1e-9)
+
+
+# ------------------------------------------------------------------ storage and dead units
+
+def test_nm_packing_and_coo_storage_round_trip(tmp_path):
+    from sparse import storage
+    w = jax.random.normal(jax.random.PRNGKey(2), (3, 16, 8))
+    nm = np.asarray(w * criteria.n_of_m(w, 2, 4))
+    values, positions = storage.pack_nm(nm, 2, 4)
+    assert values.shape == positions.shape == (3, 8, 4, 2) and positions.dtype == np.uint8
+    np.testing.assert_array_equal(storage.unpack_nm(values, positions, nm.shape, 4), nm)
+    with pytest.raises(ValueError, match="not 2:4 sparse"):
+        storage.pack_nm(np.asarray(w), 2, 4)
+    unstructured = np.asarray(w) * (np.random.default_rng(0).random(w.shape) < 0.1)
+    params = {"conv": {"kernel": nm, "bias": np.arange(8.0)}, "head": {"kernel": unstructured}}
+    ratios = storage.save(tmp_path / "nm.npz", params, ["conv.kernel"], nm=(2, 4))
+    # half the values (float32) plus one uint8 position each: (4·192 + 192) / (4·384)
+    assert ratios["conv.kernel"] == pytest.approx((4 * 192 + 192) / (4 * 384))
+    ratios = storage.save(tmp_path / "coo.npz", params, ["conv.kernel", "head.kernel"])
+    assert ratios["head.kernel"] < 0.5
+    for path in ("nm.npz", "coo.npz"):
+        loaded = storage.load(tmp_path / path)
+        for name, value in masklib.named_leaves(params).items():
+            np.testing.assert_array_equal(loaded[name], value)
+
+
+@pytest.mark.parametrize("name,options,shape", [("mlp", {}, (64,)), ("cnn1d", {"norm": "none"}, (40, 1)),
+                                                ("cnn1d", {"norm": "batch"}, (40, 1))])
+def test_dead_unit_removal_keeps_outputs_and_shrinks(name, options, shape):
+    from flax import nnx
+
+    from nas.surgery import remove_dead_units
+    space = spaces.get(name, **options).bind(shape, 10)
+    arch = space.sample(7)
+    model = nas.supernet(space.fix(arch), seed=0)
+    state = nnx.state(model, nnx.Param)
+    rng = np.random.default_rng(0)
+    first = masklib.select(state)[0]
+    # a random 85 % sparse pattern plus one unit of the first layer with no outgoing weights
+    chain = space.unit_chain(arch)
+
+    def sparsify(n, w):
+        w = w * jnp.asarray(rng.random(w.shape) > 0.85)
+        if n == chain[1]["kernel"]:
+            w = w.at[..., 0, :].set(0.0)
+        return w
+    nnx.update(model, masklib.map_named(sparsify, state, masklib.kernel_names(state)))
+    x = np.random.default_rng(1).normal(size=(8,) + shape).astype(np.float32)
+    smaller = remove_dead_units(model)
+    assert nas.count_params(smaller) < nas.count_params(model)
+    np.testing.assert_allclose(smaller(x), model(x), atol=1e-5)
+    assert first in masklib.kernel_names(nnx.state(smaller, nnx.Param))

@@ -169,7 +169,7 @@ SPARSE_TINY = {
     "search": {"controller": "aging", "evaluations": 16, "generation": 8, "population": 8,
                "sample": 4, "candidates": 1, "max_nonzero": 3000},
     "retrain": {"epochs": 1, "space_options": {"norm": "none"}},
-    "sparse": {"levels": [0.8, 0.9], "update_every": 10, "rounds": 2, "finetune_epochs": 1,
+    "sparse": {"levels": [0.8, 0.9], "update_every": 10, "rounds": 2, "finetune_epochs": 1, "final_epochs": 1,
                "grid": 12, "calibration": 128},
 }
 
@@ -199,3 +199,10 @@ def test_sparse_search_exports_exact_zeros_within_the_budget(tmp_path):
     reported = info["metrics"]["test_accuracy"]
     assert accuracy(model, data.x_test, data.y_test) == pytest.approx(reported, abs=1e-9)
     assert "dense_test_accuracy" in info["search"]["candidates"][0]
+    # compressed storage holds the same weights; the compact export has the same outputs
+    stored = sparse.storage.load(run / "best" / "sparse_weights.npz")
+    for name, value in masklib.named_leaves(nnx.state(model, nnx.Param)).items():
+        np.testing.assert_array_equal(stored[name], np.asarray(value))
+    _, _, compact = load_export(run / "best" / "compact")
+    assert info["export"]["compact"]["params"] == nas.count_params(compact) <= info["params"]
+    np.testing.assert_allclose(compact(data.x_test[:64]), model(data.x_test[:64]), atol=1e-5)

@@ -1,0 +1,160 @@
+"""What sparsity costs and buys, measured side by side in one run.
+
+1. DST training step against the dense step (cnn1d at its largest arch, batch
+   128, AdamW): 100 consecutive steps with one mask update among them
+   (ΔT = 100), best of `repeats`. Target ≤ 1.05×.
+2. DP allocation time for 50 layers × 100 levels (random curves, layers of
+   1k–100k weights, 10 % kept). Target < 1 s.
+3. Allocation quality at equal budget on a trained cnn1d: per-layer levels by
+   DP, uniform, ERK, global magnitude and LAMP at 80/90/95 % sparsity; the
+   measured output distortion of pruning all layers at once (mean squared
+   logit error on 1,024 held-out examples) and the test accuracy right after
+   one-shot pruning, before any fine-tuning.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import nas
+import spaces
+import sparse
+from launch import data as datasets
+from launch.train import TrainConfig, accuracy, train
+from search import engine
+from sparse import allocate as alloc
+from sparse import masks as masklib
+
+BATCH = 128
+METHODS = ("static", "set", "rigl", "granet")
+
+
+def _cnn1d(seed: int = 0):
+    space = spaces.get("cnn1d").bind((40, 1), 10)
+    arch = space.extremes(space.params)[1]
+    return nas.extract(nas.supernet(space, seed=seed), arch)
+
+
+def step_overhead(repeats: int = 5, interval: int = 100) -> dict[str, tuple[float, float]]:
+    """{method: (ms per step amortised over `interval` steps, ratio to dense)}."""
+    model = _cnn1d()
+    graphdef, params, rest = engine.split(model)
+    probs = model.space.encode(None)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(BATCH, 40, 1)), jnp.float32)
+    y = jnp.asarray(np.random.default_rng(1).integers(0, 10, BATCH), jnp.int32)
+    names = masklib.kernel_names(params)
+
+    def loss(p, rest):
+        logits, rest = engine.apply(graphdef, p, rest, x, probs, True)
+        return engine.cross_entropy(logits, y), rest
+
+    def make(tx, masked):
+        @jax.jit
+        def step(p, rest, opt):
+            (value, rest), grads = jax.value_and_grad(loss, has_aux=True)(masked(p, opt), rest)
+            updates, opt = tx.update(grads, opt, p)
+            return optax.apply_updates(p, updates), rest, opt
+        return step
+
+    def timed(tx, masked):
+        step = make(tx, masked)
+        p, r, opt = params, rest, tx.init(params)
+        p, r, opt = step(p, r, opt)
+        jax.block_until_ready(p)
+        best = math.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(interval):
+                p, r, opt = step(p, r, opt)
+            jax.block_until_ready(p)
+            best = min(best, (time.perf_counter() - start) / interval)
+        return best
+
+    base = optax.adamw(1e-3, weight_decay=1e-4)
+    dense = timed(base, lambda p, opt: p)
+    out = {"dense": (1e3 * dense, 1.0)}
+    for method in METHODS:
+        # total_steps far ahead so the schedules keep updating; one event per `interval` steps
+        updater = sparse.updaters.get(method, sparsity=0.9, total_steps=10**7, update_every=interval)
+        ms = timed(sparse.wrap(base, updater, names), lambda p, opt: masklib.apply(p, opt.masks))
+        out[method] = (1e3 * ms, ms / dense)
+    return out
+
+
+def dp_time(layers: int = 50, levels: int = 100, repeats: int = 3) -> float:
+    rng = np.random.default_rng(0)
+    distortion = np.cumsum(rng.random((layers, levels)), axis=1)
+    sizes = rng.integers(1_000, 100_000, layers)
+    grid = np.linspace(0.0, 0.99, levels)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sparse.allocate_dp(distortion, grid, sizes, int(0.1 * sizes.sum()))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def allocation_quality(epochs: int = 30, sparsities=(0.8, 0.9, 0.95), grid: int = 50) -> dict:
+    """{sparsity: {method: (measured distortion, additive estimate, accuracy)}} plus the dense accuracy."""
+    data = datasets.load("mnist1d", seed=0, val_fraction=0.2)
+    model = train(_cnn1d(), data, TrainConfig(epochs=epochs), progress=False).model
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    probs = model.space.encode(None)
+
+    def logits(p, x):
+        return nnx.merge(graphdef, p, rest, copy=True).forward(x, probs, train=False)
+
+    names = masklib.kernel_names(params)
+    leaves = masklib.named_leaves(params)
+    weights = {n: leaves[n] for n in names}
+    shapes = [tuple(leaves[n].shape) for n in names]
+    sizes = np.array([math.prod(s) for s in shapes])
+    calib = data.x_train[:1024]
+    held_out = jnp.asarray(data.x_val)
+    reference = logits(params, held_out)
+    out = {"dense_accuracy": accuracy(model, data.x_test, data.y_test)}
+    for s in sparsities:
+        levels = alloc.grid_levels(grid, s)
+        curves = alloc.distortion_curves(logits, params, names, levels, calib)
+        keep = int(round((1 - s) * sizes.sum()))
+        row = {}
+        for method in alloc.METHODS:
+            chosen = alloc.allocate(method, levels, sizes, keep, distortion=curves,
+                                    weights=[np.asarray(weights[n]) for n in names], shapes=shapes)
+            index = [int(np.argmin(np.abs(levels - c))) for c in chosen]
+            masks = alloc.magnitude_masks(weights, dict(zip(names, chosen)))
+            pruned = masklib.apply(params, masks)
+            measured = float(jnp.mean(jnp.sum(jnp.square(logits(pruned, held_out) - reference), -1)))
+            estimate = float(sum(curves[i, k] for i, k in enumerate(index)))
+            nnx.update(model, pruned)
+            row[method] = (measured, estimate, accuracy(model, data.x_test, data.y_test))
+            nnx.update(model, params)
+        out[s] = row
+    return out
+
+
+def run(repeats: int = 5) -> None:
+    platform = jax.devices()[0].platform
+    print(f"\nDST step vs dense step (cnn1d max arch, batch {BATCH}, AdamW, 90 % sparse, one mask "
+          f"update per 100 steps, best of {repeats}, {platform})")
+    print(f"{'method':<8} {'ms/step':>8} {'ratio':>6}")
+    for method, (ms, ratio) in step_overhead(repeats).items():
+        print(f"{method:<8} {ms:>8.3f} {ratio:>6.3f}")
+    print(f"\nDP allocation, 50 layers × 100 levels: {dp_time():.3f} s")
+    quality = allocation_quality()
+    print(f"\nallocation at equal budget on a trained cnn1d (max arch; dense test accuracy "
+          f"{quality['dense_accuracy']:.4f}); one-shot magnitude pruning, no fine-tuning")
+    print(f"{'sparsity':<9} {'method':<8} {'distortion':>11} {'additive est.':>14} {'test acc':>9}")
+    for s in (k for k in quality if k != "dense_accuracy"):
+        for method, (measured, estimate, acc) in quality[s].items():
+            print(f"{s:<9.0%} {method:<8} {measured:>11.3f} {estimate:>14.3f} {acc:>9.4f}")
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,104 @@
+"""Compressed storage of sparse kernels (for size, not speed: see ALGORITHMS.md §7).
+
+- COO through `jax.experimental.sparse.BCOO`: nonzero values plus their
+  indices, any pattern.
+- N:M packed: in every group of M consecutive weights along the input axis at
+  most N survive; store those N values and their positions in the group
+  (uint8), i.e. N/M of the values plus a small index array — the layout
+  sparse tensor cores read.
+
+`save(path, params, names, nm=None)` writes one `.npz` holding every kernel in
+`names` compressed and every other leaf dense; `load(path)` gives back the
+dense `{name: array}`, bit for bit.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import sparse as jsparse
+
+from sparse import masks as masklib
+
+
+def to_bcoo(weight) -> jsparse.BCOO:
+    return jsparse.BCOO.fromdense(jnp.asarray(weight))
+
+
+def pack_nm(weight, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values, positions) of an N:M sparse kernel `[..., in, out]`: both
+    `[..., out, in/m, n]`, positions uint8 in [0, m). Raises if some group holds
+    more than n nonzeros."""
+    w = np.moveaxis(np.asarray(weight), -2, -1)
+    fan_in = w.shape[-1]
+    if fan_in % m:
+        raise ValueError(f"N:M packing needs the input axis ({fan_in}) to be a multiple of m={m}")
+    groups = w.reshape(w.shape[:-1] + (fan_in // m, m))
+    if np.any((groups != 0).sum(-1) > n):
+        raise ValueError(f"kernel is not {n}:{m} sparse: some group of {m} holds more than {n} nonzeros")
+    # nonzeros first (stable: in position order), then pad with zeros
+    positions = np.argsort(groups == 0, axis=-1, kind="stable")[..., :n]
+    positions = np.sort(positions, axis=-1).astype(np.uint8)
+    values = np.take_along_axis(groups, positions.astype(np.int64), axis=-1)
+    return values, positions
+
+
+def unpack_nm(values, positions, shape: Sequence[int], m: int) -> np.ndarray:
+    """The dense kernel of `shape` from `pack_nm`'s output."""
+    moved = tuple(shape[:-2]) + (shape[-1], shape[-2])
+    groups = np.zeros(moved[:-1] + (moved[-1] // m, m), np.asarray(values).dtype)
+    np.put_along_axis(groups, np.asarray(positions).astype(np.int64), np.asarray(values), axis=-1)
+    return np.moveaxis(groups.reshape(moved), -1, -2)
+
+
+def save(path: Path | str, params, names: Sequence[str], nm: tuple[int, int] | None = None) -> dict:
+    """Write `params` to `path` (.npz, atomically) with the kernels `names` stored as
+    COO (or N:M packed with `nm=(n, m)`); returns {name: stored bytes / dense bytes}."""
+    arrays, ratios = {}, {}
+    for name, leaf in masklib.named_leaves(params).items():
+        dense = np.asarray(leaf)
+        if name not in names:
+            arrays[f"dense/{name}"] = dense
+            continue
+        if nm is not None:
+            values, positions = pack_nm(dense, *nm)
+            arrays[f"nm/{name}/values"], arrays[f"nm/{name}/positions"] = values, positions
+            arrays[f"nm/{name}/shape"] = np.asarray(dense.shape)
+            arrays[f"nm/{name}/m"] = np.asarray(nm[1])
+            stored = values.nbytes + positions.nbytes
+        else:
+            coo = to_bcoo(dense)
+            arrays[f"coo/{name}/data"] = np.asarray(coo.data)
+            arrays[f"coo/{name}/indices"] = np.asarray(coo.indices).astype(np.int32)
+            arrays[f"coo/{name}/shape"] = np.asarray(dense.shape)
+            stored = arrays[f"coo/{name}/data"].nbytes + arrays[f"coo/{name}/indices"].nbytes
+        ratios[name] = stored / dense.nbytes
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+    return ratios
+
+
+def load(path: Path | str) -> dict[str, np.ndarray]:
+    """`{name: dense array}` of a file written by `save`."""
+    out = {}
+    with np.load(path) as f:
+        keys = list(f.files)
+        for key in keys:
+            kind, _, rest = key.partition("/")
+            if kind == "dense":
+                out[rest] = f[key]
+            elif kind == "coo" and rest.endswith("/data"):
+                name = rest[:-len("/data")]
+                coo = jsparse.BCOO((jnp.asarray(f[key]), jnp.asarray(f[f"coo/{name}/indices"])),
+                                   shape=tuple(int(d) for d in f[f"coo/{name}/shape"]))
+                out[name] = np.asarray(coo.todense())
+            elif kind == "nm" and rest.endswith("/values"):
+                name = rest[:-len("/values")]
+                out[name] = unpack_nm(f[key], f[f"nm/{name}/positions"],
+                                      tuple(int(d) for d in f[f"nm/{name}/shape"]), int(f[f"nm/{name}/m"]))
+    return out
