@@ -103,6 +103,9 @@ def wrap(tx: optax.GradientTransformation, updater: Updater,
     names = list(names)
 
     def init(params):
+        if jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(params)):
+            raise ValueError("sparse.wrap: params must be a pytree of named leaves (a dict or an "
+                             "nnx.State), not a single array")
         key, sub = jax.random.split(jax.random.PRNGKey(updater.seed))
         initial = updater.initial_masks(sub, masklib.kernels(params, names))
         return SparseState(tx.init(params), {n: initial[n] for n in names},

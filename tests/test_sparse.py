@@ -287,6 +287,8 @@ def test_updater_options_are_checked():
         sparse.updaters.get("set", sparsity=1.5)
     with pytest.raises(ValueError, match="not a multiple of m=4"):
         sparse.updaters.get("nm").initial_masks(None, {"k": jnp.ones((3, 8))})
+    with pytest.raises(ValueError, match="pytree of named leaves"):
+        sparse.wrap(optax.sgd(0.1), sparse.updaters.get("static"), [""]).init(jnp.ones((3, 3)))
 
 
 # ------------------------------------------------------------------ allocation
