@@ -228,8 +228,10 @@ class SupernetPhase:
             self.step_fn = oneshot.make_step(
                 self.graphdef, space, tx, sc.method, sc.num_random, sc.distill, max_arch=high,
                 min_arch=low, pool=pool, levels=sparse_setup.levels if sparse_setup else None)
-            self.state = {"params": params, "rest": rest, "opt": tx.init(params),
-                          "key": jax.random.key_data(key)}
+            opt = tx.init(params)
+            if sparse_setup is not None:
+                params = masklib.apply(masklib.rescale(params, opt.masks), opt.masks)
+            self.state = {"params": params, "rest": rest, "opt": opt, "key": jax.random.key_data(key)}
         self.epoch = 0
         self.manager = ocp.CheckpointManager(
             (run_dir / "checkpoints").absolute(),

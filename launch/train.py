@@ -55,12 +55,15 @@ class SparseTraining:
     """Train sparse: updater `method` (`sparse.updaters.names()`) with its `options`
     (its `total_steps` is the run's), over every prunable kernel except, if asked,
     the first and last layers. `masks` starts from given masks (fine-tuning a
-    pruned model: with the `static` method they stay fixed)."""
+    pruned model: with the `static` method they stay fixed). A sparse start from
+    the updater's own random masks rescales the initial weights
+    (`sparse.masks.rescale`) unless `rescale` is False."""
     method: str = "rigl"
     options: dict = dataclasses.field(default_factory=dict)
     first_layer: bool = True
     last_layer: bool = True
     masks: dict | None = None
+    rescale: bool = True
 
 
 @dataclasses.dataclass
@@ -131,6 +134,8 @@ def train(model: nnx.Module, data: Dataset, cfg: TrainConfig, arch=None,
     if sparse is not None and sparse.masks is not None:
         opt_state = opt_state._replace(masks={n: jnp.asarray(m, bool) for n, m in sparse.masks.items()})
     masked = (lambda p, s: masklib.apply(p, s.masks)) if sparse is not None else (lambda p, s: p)
+    if sparse is not None and sparse.masks is None and sparse.rescale:
+        params = masklib.rescale(params, opt_state.masks)
     params = masked(params, opt_state)
     nnx.update(model, params)
 

@@ -173,6 +173,20 @@ def apply(params, masks: Mapping):
     return map_named(lambda n, w: w * masks[n].astype(w.dtype), params, masks)
 
 
+def rescale(params, masks: Mapping):
+    """Sparse-aware initialisation: each kernel's output unit scaled by
+    sqrt(fan-in / active fan-in), so a sparse random start keeps the activation
+    variance of the dense initialisation (without it, a deep plain network
+    started at 90 % sparsity passes on ~0.1× the variance per layer and its
+    signal vanishes). Dense masks leave the weights unchanged."""
+    def scale(name, weight):
+        mask = jnp.asarray(masks[name], weight.dtype)
+        fan_in = math.prod(weight.shape[:-1])
+        active = jnp.sum(mask.reshape(-1, weight.shape[-1]), axis=0)
+        return weight * jnp.where(active > 0, jnp.sqrt(fan_in / jnp.maximum(active, 1.0)), 1.0)
+    return map_named(scale, params, masks)
+
+
 def kernels(params, names: Sequence[str]) -> dict:
     leaves = named_leaves(params)
     return {n: leaves[n] for n in names}

@@ -427,3 +427,15 @@ def test_dead_unit_removal_keeps_outputs_and_shrinks(name, options, shape):
     assert nas.count_params(smaller) < nas.count_params(model)
     np.testing.assert_allclose(smaller(x), model(x), atol=1e-5)
     assert first in masklib.kernel_names(nnx.state(smaller, nnx.Param))
+
+
+def test_rescale_keeps_each_units_fan_in_variance():
+    w = jnp.ones((3, 4, 5))
+    mask = np.zeros((3, 4, 5), bool)
+    mask[0, :2, 0] = True                    # unit 0: 2 of 12 inputs
+    mask[:, :, 1] = True                     # unit 1: dense
+    params = {"conv": {"kernel": w}}
+    out = np.asarray(masklib.rescale(params, {"conv.kernel": mask})["conv"]["kernel"])
+    assert out[0, 0, 0] == pytest.approx(math.sqrt(12 / 2))
+    assert out[0, 0, 1] == pytest.approx(1.0)
+    assert out[0, 0, 2] == pytest.approx(1.0)  # no active input: left alone
