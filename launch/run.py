@@ -230,7 +230,11 @@ class SupernetPhase:
                 min_arch=low, pool=pool, levels=sparse_setup.levels if sparse_setup else None)
             opt = tx.init(params)
             if sparse_setup is not None:
-                params = masklib.apply(masklib.rescale(params, opt.masks), opt.masks)
+                # BatchNorm makes each layer scale-free: rescaling would only shrink AdamW's
+                # relative step; without it a sparse start needs the rescale to keep its signal.
+                if not engine.has_batch_norm(model):
+                    params = masklib.rescale(params, opt.masks)
+                params = masklib.apply(params, opt.masks)
             self.state = {"params": params, "rest": rest, "opt": opt, "key": jax.random.key_data(key)}
         self.epoch = 0
         self.manager = ocp.CheckpointManager(
