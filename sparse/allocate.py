@@ -15,6 +15,7 @@ layer, so the rules compare at equal budget:
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Mapping, Sequence
 
@@ -201,17 +202,22 @@ def distortion_curves(fn: Callable, params, names: Sequence[str], levels, x,
         active = jnp.ones(weight.shape, bool) if masks is None else jnp.asarray(masks[name], bool)
         order_score = jnp.where(active, jnp.abs(weight), -jnp.inf)
         counts = jnp.asarray(np.round(weight.size * (1.0 - levels)), jnp.int32)
-
-        # Everything is an argument, not a closed-over constant: XLA would otherwise
-        # constant-fold the unpruned layers' activations at compile time.
-        @jax.jit
-        def at_counts(counts, base, order_score, x, reference, name=name):
-            weight = masklib.named_leaves(base)[name]
-
-            def one(count):
-                pruned = weight * masklib.top_k_mask(order_score, count)
-                out = fn(masklib.map_named(lambda n, w: pruned, base, [name]), x)
-                return jnp.mean(jnp.sum(jnp.square(out - reference).reshape(len(out), -1), -1))
-            return jax.vmap(one)(counts)
-        curves[i] = np.asarray(at_counts(counts, base, order_score, x, reference))
+        curves[i] = np.asarray(_layer_curve(fn, name)(counts, base, order_score, x, reference))
     return curves
+
+
+@functools.lru_cache(maxsize=256)
+def _layer_curve(fn: Callable, name: str):
+    """The jitted curve of one layer, cached so repeated measurements (pruning rounds)
+    compile once. Everything is an argument, not a closed-over constant: XLA would
+    otherwise constant-fold the unpruned layers' activations at compile time."""
+    @jax.jit
+    def at_counts(counts, base, order_score, x, reference):
+        weight = masklib.named_leaves(base)[name]
+
+        def one(count):
+            pruned = weight * masklib.top_k_mask(order_score, count)
+            out = fn(masklib.map_named(lambda n, w: pruned, base, [name]), x)
+            return jnp.mean(jnp.sum(jnp.square(out - reference).reshape(len(out), -1), -1))
+        return jax.vmap(one)(counts)
+    return at_counts
