@@ -50,7 +50,7 @@ from launch import plots
 from launch.data import Batches
 from launch.files import write_json_atomic, write_text_atomic
 from launch.prune import prune
-from launch.train import SparseTraining, TrainConfig, train
+from launch.train import SparseTraining, TrainConfig, prunable_kernels, train
 from search import controllers, engine, gradient, oneshot, samplers
 from search.population import PopulationEvaluator
 from sparse import masks as masklib
@@ -101,11 +101,9 @@ class SparseSetup:
     def nonzero(self, space, arch) -> int:
         """Nonzero parameters of `arch`'s export: each prunable kernel keeps
         round(size·(1 − s)) weights (the allocation's exact budget), the rest is dense."""
-        total = 0
-        for name, shape in space.param_shapes(arch).items():
-            size = math.prod(shape)
-            total += round(size * (1.0 - self.sparsity(space, arch, name))) if name in self.names else size
-        return total
+        dense = sum(math.prod(shape) for name, shape in space.param_shapes(arch).items()
+                    if name not in self.names)
+        return dense + self.keep(space, arch)
 
     def keep(self, space, arch) -> int:
         """The most prunable weights `arch`'s export may keep."""
@@ -118,11 +116,7 @@ def _sparse_setup(cfg: configs.Config, space, model):
     levels = configs.sparse_levels(cfg)
     if not levels:
         return space, None
-    graphdef, params, rest = engine.split(model)
-    x = jnp.zeros((1,) + tuple(space.input_shape), jnp.float32)
-    probs = space.uniform_probs()
-    names = masklib.select(params, lambda p: engine.apply(graphdef, p, rest, x, probs, False)[0],
-                           first_layer=cfg.sparse.first_layer, last_layer=cfg.sparse.last_layer)
+    names = prunable_kernels(model, space.uniform_probs(), cfg.sparse.first_layer, cfg.sparse.last_layer)
     if not cfg.sparse.levels:
         return space, SparseSetup(names, levels[0], None)
     per_kernel = names if cfg.sparse.per == "layer" else None

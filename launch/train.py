@@ -88,17 +88,23 @@ def make_optimizer(cfg: TrainConfig, steps: int, warmup_steps: int) -> optax.Gra
     return optax.adamw(schedule, weight_decay=cfg.weight_decay)
 
 
+def prunable_kernels(model: nnx.Module, probs, first_layer: bool = True,
+                     last_layer: bool = True) -> list[str]:
+    """`model`'s prunable kernels in the order its forward at `probs` uses them."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    x = jnp.zeros((1,) + tuple(model.space.input_shape), jnp.float32)
+
+    def forward(p):
+        return nnx.merge(graphdef, p, rest, copy=True).forward(x, probs, train=False)
+    return masklib.select(params, forward, first_layer=first_layer, last_layer=last_layer)
+
+
 def sparse_optimizer(tx, spec: SparseTraining, model: nnx.Module, probs, steps: int, seed: int):
     """(wrapped optimizer, prunable kernel names) for `model` at `probs`."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     if spec.masks is not None:
         names = list(spec.masks)
     else:
-        x = jnp.zeros((1,) + tuple(model.space.input_shape), jnp.float32)
-
-        def forward(p):
-            return nnx.merge(graphdef, p, rest, copy=True).forward(x, probs, train=False)
-        names = masklib.select(params, forward, first_layer=spec.first_layer, last_layer=spec.last_layer)
+        names = prunable_kernels(model, probs, spec.first_layer, spec.last_layer)
     options = {"seed": seed, **spec.options, "total_steps": steps}
     return sparse_lib.wrap(tx, sparse_lib.updaters.get(spec.method, **options), names), names
 
