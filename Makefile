@@ -1,18 +1,18 @@
-# jaxnas — `make demo` and `make test` work on a fresh machine (they install first).
+# jaxnas — `make demo`, `make test` and `make lint` work on a fresh machine (they install first).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 NAS := $(VENV)/bin/nas
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lint bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,lint]"
 	touch $(STAMP)
 
 demo: install
@@ -20,6 +20,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -n 2 tests
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 bench: install
 	$(PY) -m benchmarks

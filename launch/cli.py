@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-_VERSION = "0.1.0"
+from launch import __version__ as _VERSION
 
 
 class UsageError(Exception):

@@ -44,6 +44,7 @@ import nas
 import spaces
 import sparse
 from nas import surgery
+from launch import __version__ as VERSION
 from launch import config as configs
 from launch import data as datasets
 from launch import plots
@@ -56,7 +57,6 @@ from search.population import PopulationEvaluator
 from sparse import masks as masklib
 from sparse.levels import Levels
 
-VERSION = "0.1.0"
 POOL_SIZE = 4096  # feasible archs the sampled supernet step draws from under a budget
 
 
