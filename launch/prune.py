@@ -6,7 +6,7 @@ round measures per-layer distortion curves on a calibration batch
 layers (`sparse.allocate`, DP by default), prunes by magnitude within the
 current masks (masks only shrink) and fine-tunes with the masks fixed — the
 iterative schedule of the rate–distortion pruning paper
-(`../shared/ALGORITHMS.md` §6).
+(`docs/algorithms.md` §6).
 """
 from __future__ import annotations
 

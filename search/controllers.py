@@ -15,7 +15,7 @@ non-dominated set of everything told. Candidates are filtered by
 params/FLOPs window is ever evaluated. The state is plain JSON
 (`state_dict` / `load_state_dict`), so it checkpoints with the run and a
 resumed controller asks exactly what the uninterrupted one would have.
-Rules and defaults follow `../shared/ALGORITHMS.md` §2.
+Rules and defaults: `docs/algorithms.md` §3.
 """
 from __future__ import annotations
 

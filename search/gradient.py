@@ -9,7 +9,7 @@ model. One step alternates
     α-step  on a validation batch: loss(w, sampler(α)) + penalty(α), Adam on α;
     w-step  on a training batch:   loss(w, sampler(α) with α frozen), SGD on w.
 
-Defaults (`../shared/ALGORITHMS.md` §1): weights SGD momentum 0.9, cosine lr
+Defaults (`docs/algorithms.md` §1): weights SGD momentum 0.9, cosine lr
 0.025 → 0.001, wd 3e-4; α Adam lr 3e-4, betas (0.5, 0.999), wd 1e-3 (L2 on the
 gradient, as torch's Adam does). The result is discretised by argmax per decision.
 """

@@ -18,7 +18,7 @@ a budget — uniformly from a `pool` of feasible archs (index vectors
 `int32[N, num_choices]`) sampled beforehand, so no capacity goes to
 sub-networks the search may never pick. The max and min archs are the
 largest and smallest by parameters (`Space.extremes`), passed in as index
-vectors. Rules from `../shared/ALGORITHMS.md` §2.
+vectors. Rules: `docs/algorithms.md` §2.
 
 Sparse supernets: with `tx` from `sparse.wrap`, every forward runs at the
 masked weights (W ⊙ M_sparse, M_sparse from the optimizer state) and the

@@ -7,7 +7,7 @@ A sampler is a pair of pure functions (optax style), registered by name:
     loss = task_loss + sampler.penalty(alpha)      # regulariser on α (0 for most)
 
 `progress` ∈ [0, 1] is the fraction of the search done (GDAS anneals its
-temperature with it). Rules and defaults follow `../shared/ALGORITHMS.md` §1.
+temperature with it). Rules and defaults: `docs/algorithms.md` §1.
 """
 from __future__ import annotations
 

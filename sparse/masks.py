@@ -5,7 +5,7 @@ only the prunable kernels; a name is the leaf's path joined by dots
 (`stages.0.1.kernel`), so masks travel through `jit`, optimizer states and
 Orbax checkpoints as a plain pytree and match any parameter tree (an
 `nnx.State`, a dict) by name. The effective weight is `W ⊙ M_sparse` (the
-supernet multiplies the architecture mask on top, see `../shared/DESIGN.md`).
+supernet multiplies the architecture mask on top, see `docs/design.md`).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Compressed storage of sparse kernels (for size, not speed: see ALGORITHMS.md §7).
+"""Compressed storage of sparse kernels (for size, not speed: `docs/algorithms.md` §8).
 
 - COO through `jax.experimental.sparse.BCOO`: nonzero values plus their
   indices, any pattern.
