@@ -5,7 +5,9 @@ Archs travel as option-index vectors `int32[P, num_choices]` (one-hot encoded
 inside the trace), so every population of the same size runs through one
 compilation; populations are padded to a fixed `chunk` to keep it that way.
 For supernets with BatchNorm, each arch first gets its own statistics from a
-calibration batch (`engine.recalibrate`), inside the same vmapped call.
+calibration batch (`engine.recalibrate`), inside the same vmapped call; that
+batch must come from the training split, never the evaluation set, so it is
+always passed explicitly.
 """
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ class PopulationEvaluator:
     `evaluate(archs)` returns one accuracy per arch with the supernet weights
     given here (`params`, `rest` from `engine.split`; a sparse supernet's
     weights already masked). With `levels` (`sparse.levels`) each arch runs at
-    its own sparsity choice.
+    its own sparsity choice. With BatchNorm (`recalibrate`, detected by default)
+    `calib_x` is required: a training-split batch that sets each arch's statistics.
     """
 
     def __init__(self, graphdef, params, rest, space, x: np.ndarray, y: np.ndarray,
@@ -55,8 +58,12 @@ class PopulationEvaluator:
         if recalibrate is None:
             recalibrate = engine.has_batch_norm(nnx.merge(graphdef, params, rest))
         self.recalibrate = bool(recalibrate)
-        calib = calib_x if calib_x is not None else x
-        self.calib_x = jnp.asarray(calib, jnp.float32)
+        if self.recalibrate and (calib_x is None or len(calib_x) == 0):
+            got = "none" if calib_x is None else "an empty one"
+            raise ValueError("population evaluation of a supernet with BatchNorm needs calib_x, a "
+                             "non-empty training-split batch (search.calibration examples) to "
+                             f"recalibrate each arch; got {got}")
+        self.calib_x = None if calib_x is None else jnp.asarray(calib_x, jnp.float32)
         if chunk < 1:
             raise ValueError(f"population chunk must be ≥ 1, got {chunk}")
         self.chunk = chunk

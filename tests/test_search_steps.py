@@ -176,3 +176,13 @@ def test_population_evaluation_needs_data():
     with pytest.raises(ValueError, match="non-empty evaluation set"):
         PopulationEvaluator(graphdef, params, rest, space, x[:0], y[:0])
     assert nnx.state(model)  # the evaluator never consumed the model
+
+
+def test_population_evaluation_with_batch_norm_needs_a_calibration_batch():
+    space, model, x, y = _setup("convnet")
+    graphdef, params, rest = engine.split(model)
+    # Calibrating on the evaluation set would leak it into the scores: no silent default.
+    with pytest.raises(ValueError, match="calib_x"):
+        PopulationEvaluator(graphdef, params, rest, space, x, y)
+    with pytest.raises(ValueError, match="calib_x"):
+        PopulationEvaluator(graphdef, params, rest, space, x, y, calib_x=x[:0])
