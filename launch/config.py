@@ -54,7 +54,11 @@ class SupernetConfig:
 class SearchConfig:
     controller: str = "auto"            # auto | argmax | random | aging | autoformer | nsga2
     evaluations: int = 1000             # archs evaluated with inherited weights
-    generation: int = 50                # archs asked (and evaluated in one vmapped pass) at once
+    generation: int = 10                # archs asked (and evaluated in one vmapped pass) at once;
+    #                                     aging: each ask retires that many oldest members, so keep it
+    #                                     well below population (≥ population replaces them all:
+    #                                     generational, not aging; the controller warns);
+    #                                     autoformer: its generations of 25 + 25 children span asks
     population: int = 50                # aging / autoformer / nsga2 population
     sample: int = 10                    # aging: tournament size
     parents: int = 10                   # autoformer: parents kept

@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import inspect
 import math
+import warnings
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -71,11 +72,27 @@ def _key(arch: Mapping) -> tuple:
     return tuple(arch.items())
 
 
+def _two_distinct(rng: np.random.Generator, members: int) -> tuple[int, int]:
+    """Two different indices below `members`, uniformly (the same one when there is only one):
+    a crossover or tournament of a member with itself wastes the draw."""
+    if members < 2:
+        return 0, 0
+    i, j = rng.choice(members, 2, replace=False)
+    return int(i), int(j)
+
+
+def _is_mutation(rank: int, mutations: int, per_generation: int) -> bool:
+    """Whether child `rank` of a generation is a mutant: exactly `mutations` of every
+    `per_generation` ranks are, spread evenly so that any run of asks mixes both kinds."""
+    return (rank + 1) * mutations // per_generation > rank * mutations // per_generation
+
+
 class Controller:
     """Base: the history of told (arch, score) pairs, constraint filtering and the RNG.
 
-    Subclasses implement `_propose(rng) -> arch` (one candidate; constraint and
-    duplicate filtering happen here) and may override `_observe(archs, scores)`.
+    Subclasses implement `_propose(rng, slot) -> arch` (one candidate for position
+    `slot` of the current ask; constraint and duplicate filtering happen here) and
+    may override `_observe(archs, scores)`.
     """
 
     name = "controller"
@@ -99,7 +116,7 @@ class Controller:
         for _ in range(n):
             arch = None
             for attempt in range(self.max_tries):
-                candidate = self.space.validate(self._propose(self.rng))
+                candidate = self.space.validate(self._propose(self.rng, len(out)))
                 if self.constraint is not None and not self.constraint(candidate):
                     continue
                 arch = candidate
@@ -162,7 +179,9 @@ class Controller:
         self._load_state(state)
 
     # ------------------------------------------------------------------ hooks
-    def _propose(self, rng: np.random.Generator) -> Arch:
+    def _propose(self, rng: np.random.Generator, slot: int) -> Arch:
+        """One candidate; `slot` candidates of this ask came before it (nothing of this
+        ask is told yet, so slot tells its candidates apart)."""
         return self.space.sample(rng)
 
     def _observe(self, archs: list[Arch], rows: list[tuple[float, ...]]) -> None:
@@ -196,10 +215,14 @@ class RandomSearch(Controller):
 class AgingEvolution(Controller):
     """Regularized (aging) evolution, Real et al. 2019.
 
-    The first `population` asks are random. Afterwards each candidate is a
-    one-decision mutation of the best of `sample` (default min(10, population)) members drawn at random from
-    the population; every told arch joins the population and the **oldest**
-    member leaves once it holds more than `population`.
+    The first `population` asks are random. Afterwards each candidate is one
+    cycle: a one-decision mutation of the best of `sample` (default
+    min(10, population)) members drawn at random from the population; every told
+    arch joins the population and the **oldest** member leaves once it holds more
+    than `population`. An ask of n runs n cycles on the same population (their
+    children are told together), so n should stay well below `population`: n ≥
+    `population` retires every member at once, which is generational selection,
+    not aging, and warns.
     """
 
     def __init__(self, space: Space, seed: int = 0, population: int = 50,
@@ -213,10 +236,22 @@ class AgingEvolution(Controller):
             raise ValueError(f"aging: sample ({sample}) must be ≤ population ({population})")
         self.population: collections.deque = collections.deque()
 
-    def _propose(self, rng):
-        if len(self.population) < self.population_size:
+    def ask(self, n: int = 1) -> list[Arch]:
+        n = _positive_int(self.name, "ask(n)", n)
+        cycles = n - max(self.population_size - len(self.population), 0)
+        if cycles >= self.population_size:
+            warnings.warn(f"aging: ask({n}) runs {cycles} cycles on a population of "
+                          f"{self.population_size}; telling their children retires every member "
+                          "at once (generational, not aging evolution): ask fewer than population "
+                          "at a time (search.generation < search.population)", stacklevel=2)
+        return super().ask(n)
+
+    def _propose(self, rng, slot):
+        if len(self.population) + slot < self.population_size or not self.population:
             return self.space.sample(rng)
-        picks = rng.choice(len(self.population), self.sample_size, replace=False)
+        # A batch straddling the random start samples from the members told so far.
+        picks = rng.choice(len(self.population), min(self.sample_size, len(self.population)),
+                           replace=False)
         parent = max((self.population[i] for i in picks), key=lambda item: item[1])[0]
         return self.space.mutate(parent, rng)
 
@@ -238,13 +273,14 @@ class AgingEvolution(Controller):
 class AutoFormerEvolution(Controller):
     """The AutoFormer / SPOS genetic algorithm.
 
-    The first `population` asks are random. Then the parents are the `parents`
-    best archs told so far; each new candidate is, with probability
-    `mutations / (mutations + crossovers)`, a mutation of a random parent (every
-    decision resampled with probability `mutation_prob`), otherwise a uniform
-    crossover of two random parents. Candidates outside the constraint (the
-    params/FLOPs window) are rejected before evaluation. One generation is
-    `ask(mutations + crossovers)`.
+    The first `population` asks are random. The children that follow form
+    generations of `mutations + crossovers`: exactly `mutations` mutants of a
+    random parent (every decision resampled with probability `mutation_prob`)
+    and `crossovers` uniform crossovers of two different random parents. The
+    parents of a generation are the `parents` best archs told before it (the
+    initial population and all earlier generations), so asking a generation in
+    several smaller batches gives the same GA. Candidates outside the constraint
+    (the params/FLOPs window) are rejected before evaluation.
     """
 
     def __init__(self, space: Space, seed: int = 0, population: int = 50, parents: int = 10,
@@ -261,18 +297,21 @@ class AutoFormerEvolution(Controller):
             raise ValueError(f"autoformer: mutation_prob must be in [0, 1], got {mutation_prob}")
         self.mutation_prob = float(mutation_prob)
 
-    def _parents(self) -> list[Arch]:
-        ranked = sorted(self.history, key=lambda item: item[1], reverse=True)
+    def _parents(self, told: Sequence[tuple[Arch, tuple[float, ...]]]) -> list[Arch]:
+        ranked = sorted(told, key=lambda item: item[1], reverse=True)
         return [a for a, _ in ranked[:self.parents]]
 
-    def _propose(self, rng):
-        if len(self.history) < self.population_size:
+    def _propose(self, rng, slot):
+        child = len(self.history) + slot - self.population_size
+        if child < 0 or not self.history:
             return self.space.sample(rng)
-        parents = self._parents()
-        if rng.random() < self.mutations / (self.mutations + self.crossovers):
+        per_generation = self.mutations + self.crossovers
+        generation, rank = divmod(child, per_generation)
+        parents = self._parents(self.history[:self.population_size + generation * per_generation])
+        if _is_mutation(rank, self.mutations, per_generation):
             return self.space.mutate(parents[rng.integers(len(parents))], rng,
                                      prob=self.mutation_prob)
-        i, j = rng.integers(len(parents), size=2)
+        i, j = _two_distinct(rng, len(parents))
         return self.space.crossover(parents[i], parents[j], rng)
 
 
@@ -281,8 +320,8 @@ class NSGA2(Controller):
     """NSGA-II (Deb et al. 2002) for a Pareto front of several objectives.
 
     The first `population` asks are random. Afterwards parents are chosen by
-    binary tournament on (front rank, crowding distance) in the current
-    population; a child is their uniform crossover followed by mutation with
+    binary tournament of two different members on (front rank, crowding
+    distance) in the current population; a child is their uniform crossover followed by mutation with
     per-decision probability `mutation_prob`. Told children are merged with
     the population and the best `population` survive by non-dominated sorting
     and crowding distance.
@@ -300,12 +339,12 @@ class NSGA2(Controller):
         self.population: list[tuple[Arch, tuple[float, ...]]] = []
 
     def _tournament(self, rng, ranks, crowding) -> Arch:
-        i, j = rng.integers(len(self.population), size=2)
+        i, j = _two_distinct(rng, len(self.population))
         better = i if (ranks[i], -crowding[i]) < (ranks[j], -crowding[j]) else j
         return self.population[better][0]
 
-    def _propose(self, rng):
-        if len(self.population) < self.population_size:
+    def _propose(self, rng, slot):
+        if len(self.population) + slot < self.population_size or not self.population:
             return self.space.sample(rng)
         scores = np.array([row for _, row in self.population])
         ranks, crowding = np.zeros(len(scores), int), np.zeros(len(scores))

@@ -132,3 +132,143 @@ def test_state_dict_round_trip_continues_identically(name):
     assert play(resumed, 3) == expected[12:]
     with pytest.raises(ValueError, match="state is for controller"):
         controllers.get("random" if name != "random" else "aging", space).load_state_dict(saved)
+
+
+# A space so large that no two operators ever make the same arch by chance, so each asked
+# arch can be traced back to the operator call that made it.
+WIDE = Space.from_choices({f"d{i}": list(range(10)) for i in range(30)}, name="wide")
+
+
+class _Traced:
+    """`space`, remembering which operator made each arch (and from which parents)."""
+
+    def __init__(self, space):
+        self.space, self.made, self.crossed = space, {}, []
+
+    def __getattr__(self, name):
+        return getattr(self.space, name)
+
+    def _note(self, arch, *how):
+        self.made[tuple(arch.items())] = how
+        return arch
+
+    def sample(self, rng):
+        return self._note(self.space.sample(rng), "random")
+
+    def mutate(self, arch, rng, prob=None):
+        return self._note(self.space.mutate(arch, rng, prob=prob), "mutate",
+                          tuple(arch.items()), prob)
+
+    def crossover(self, a, b, rng):
+        self.crossed.append((tuple(a.items()), tuple(b.items())))
+        return self._note(self.space.crossover(a, b, rng), "crossover",
+                          tuple(a.items()), tuple(b.items()))
+
+    def how(self, arch):
+        return self.made[tuple(arch.items())]
+
+
+def _tell_scored(ctrl, archs):
+    ctrl.tell(archs, [_score(WIDE, a) for a in archs])
+
+
+@pytest.mark.parametrize("name", ["aging", "autoformer", "nsga2"])
+def test_exactly_the_first_population_asks_are_random_when_an_ask_straddles(name):
+    space = _Traced(WIDE)
+    ctrl = controllers.get(name, space, seed=0, population=10)
+    first = ctrl.ask(7)
+    scores = [_score(WIDE, a) for a in first]
+    ctrl.tell(first, [(s, 0.0) for s in scores] if name == "nsga2" else scores)
+    kinds = [space.how(a)[0] for a in ctrl.ask(7)]
+    assert kinds[:3] == ["random"] * 3 and "random" not in kinds[3:]
+
+
+def test_aging_ask_of_n_is_n_tournament_cycles_then_the_n_oldest_leave():
+    space = _Traced(WIDE)
+    ctrl = controllers.get("aging", space, seed=0, population=10, sample=10)
+    told = ctrl.ask(8)
+    _tell_scored(ctrl, told)
+    best = max(told, key=lambda a: _score(WIDE, a))
+    batch = ctrl.ask(5)
+    # Two random archs complete the population of 10; three cycles follow, each a one-decision
+    # mutation of the best of its sample (the sample is every told member here).
+    assert [space.how(a) for a in batch[2:]] == [("mutate", tuple(best.items()), None)] * 3
+    assert all(sum(c[k] != best[k] for k in WIDE.names) == 1 for c in batch[2:])
+    _tell_scored(ctrl, batch)
+    told += batch
+    assert [a for a, _ in ctrl.population] == told[-10:]       # the 3 oldest left
+    more = ctrl.ask(4)
+    _tell_scored(ctrl, more)
+    assert [a for a, _ in ctrl.population] == (told + more)[-10:]
+
+
+def test_aging_with_the_default_search_config_ages_instead_of_replacing_the_population():
+    from launch.config import SearchConfig
+    sc = SearchConfig()
+    ctrl = controllers.get("aging", WIDE, seed=0, population=sc.population, sample=sc.sample)
+    told = ctrl.ask(sc.population)
+    _tell_scored(ctrl, told)
+    for _ in range(4):
+        before = [a for a, _ in ctrl.population]
+        batch = ctrl.ask(sc.generation)
+        _tell_scored(ctrl, batch)
+        after = [a for a, _ in ctrl.population]
+        survivors = [a for a in after if a in before]
+        assert survivors and survivors == before[sc.generation:]   # only the oldest left
+
+
+def test_aging_warns_when_one_ask_would_replace_the_whole_population():
+    ctrl = controllers.get("aging", WIDE, seed=0, population=5, sample=2)
+    _tell_scored(ctrl, ctrl.ask(5))
+    with pytest.warns(UserWarning, match=r"ask\(5\).*population of 5.*search.generation"):
+        ctrl.ask(5)
+
+
+@pytest.mark.parametrize("batch", [50, 10, 7])
+def test_autoformer_generation_has_exact_counts_and_distinct_crossover_parents(batch):
+    for seed in range(6):
+        space = _Traced(WIDE)
+        ctrl = controllers.get("autoformer", space, seed=seed)   # 50, top 10, 25 + 25, 0.2
+        _tell_scored(ctrl, ctrl.ask(50))
+        children = []
+        while len(children) < 100:                              # two generations
+            archs = ctrl.ask(min(batch, 100 - len(children)))
+            _tell_scored(ctrl, archs)
+            children += archs
+        for generation in (children[:50], children[50:]):
+            how = [space.how(a) for a in generation]
+            assert sum(h[0] == "mutate" for h in how) == 25
+            assert sum(h[0] == "crossover" for h in how) == 25
+            assert all(h[2] == 0.2 for h in how if h[0] == "mutate")
+            assert all(h[1] != h[2] for h in how if h[0] == "crossover")
+
+
+def test_autoformer_parents_are_the_top_of_everything_told_before_the_generation():
+    space = _Traced(WIDE)
+    ctrl = controllers.get("autoformer", space, seed=0, population=20, parents=4,
+                           mutations=6, crossovers=4)
+    told = ctrl.ask(20)
+    _tell_scored(ctrl, told)
+    for _ in range(3):                                       # generations of 10, asked 5 + 5
+        top = {tuple(a.items()) for a in sorted(told, key=lambda a: -_score(WIDE, a))[:4]}
+        generation = []
+        for _ in range(2):
+            archs = ctrl.ask(5)
+            _tell_scored(ctrl, archs)
+            generation += archs
+        for arch in generation:
+            how = space.how(arch)
+            assert set(how[1:3] if how[0] == "crossover" else how[1:2]) <= top
+        told += generation
+
+
+def test_nsga2_tournament_never_pits_a_member_against_itself():
+    space = _Traced(WIDE)
+    ctrl = controllers.get("nsga2", space, seed=0, population=3, mutation_prob=0.0)
+    members = ctrl.ask(3)
+    ctrl.tell(members, [(2.0, 2.0), (1.0, 1.0), (0.0, 0.0)])    # fronts 0, 1, 2
+    worst = tuple(members[2].items())
+    ctrl.ask(200)                                             # the population stays put
+    assert len(space.crossed) >= 200
+    # Between two distinct members the worst always loses, so it is never a parent.
+    assert all(worst not in pair for pair in space.crossed)
