@@ -321,10 +321,10 @@ class NSGA2(Controller):
 
     The first `population` asks are random. Afterwards parents are chosen by
     binary tournament of two different members on (front rank, crowding
-    distance) in the current population; a child is their uniform crossover followed by mutation with
-    per-decision probability `mutation_prob`. Told children are merged with
-    the population and the best `population` survive by non-dominated sorting
-    and crowding distance.
+    distance) in the current population; a child is their uniform crossover
+    followed by mutation with per-decision probability `mutation_prob`. Told
+    children are merged with the population and the best `population` survive
+    by non-dominated sorting and crowding distance.
     """
 
     objectives = None
