@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.extend.core as jax_core
@@ -22,6 +22,56 @@ import numpy as np
 # `proj`); biases, norm scales and embeddings are never pruned.
 DEFAULT_INCLUDE = (r"(^|\.)(kernel|qkv|proj)$",)
 DISTRIBUTIONS = ("uniform", "er", "erk")
+# Attention kernels by leaf name (`nas.layers.MultiHeadAttention`): (layout, fan-in
+# axes, fan-out axes). Every other kernel is a Dense `[in, out]` or Conv `[k..., in, out]`.
+ATTENTION_AXES = {"qkv": ("[embed, 3, heads, head_dim]", (0,), (1, 2, 3)),
+                  "proj": ("[heads, head_dim, embed]", (0, 1), (2,))}
+
+
+class KernelAxes(NamedTuple):
+    """A kernel's axes seen as a matrix from inputs to output units."""
+    fan_in: tuple[int, ...]    # input features (N:M groups run along them)
+    fan_out: tuple[int, ...]   # output units
+    spatial: tuple[int, ...]   # conv window; with fan_in, each unit's receptive field
+
+
+def kernel_axes(name: str, shape: Sequence[int]) -> KernelAxes:
+    """The matrix view of kernel `name` of `shape`: attention `qkv [e, 3, h, d]` maps
+    e → 3·h·d and `proj [h, d, e]` maps h·d → e; any other kernel is `[k..., in, out]`."""
+    shape = tuple(shape)
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf in ATTENTION_AXES:
+        layout, fan_in, fan_out = ATTENTION_AXES[leaf]
+        if len(shape) != len(fan_in) + len(fan_out):
+            raise ValueError(f"kernel {name!r} of shape {shape}: attention {leaf} kernels are {layout}")
+        return KernelAxes(fan_in, fan_out, ())
+    if len(shape) < 2:
+        raise ValueError(f"kernel {name!r} of shape {shape}: kernels are [k..., in, out] "
+                         f"(at least 2 axes) or attention {list(ATTENTION_AXES)}")
+    ndim = len(shape)
+    return KernelAxes((ndim - 2,), (ndim - 1,), tuple(range(ndim - 2)))
+
+
+def matrix_sizes(name: str, shape: Sequence[int]) -> tuple[int, int, tuple[int, ...]]:
+    """(inputs, output units, window sizes) of kernel `name` as a matrix."""
+    axes = kernel_axes(name, shape)
+    return (math.prod(shape[a] for a in axes.fan_in), math.prod(shape[a] for a in axes.fan_out),
+            tuple(shape[a] for a in axes.spatial))
+
+
+def as_matrix(name: str, weight):
+    """`weight` (NumPy or JAX) laid out as `[window..., inputs, outputs]`."""
+    axes = kernel_axes(name, weight.shape)
+    n_in, n_out, window = matrix_sizes(name, weight.shape)
+    return weight.transpose(axes.spatial + axes.fan_in + axes.fan_out).reshape(window + (n_in, n_out))
+
+
+def from_matrix(name: str, matrix, shape: Sequence[int]):
+    """The inverse of `as_matrix`: back to kernel `name`'s own `shape`."""
+    axes = kernel_axes(name, shape)
+    order = axes.spatial + axes.fan_in + axes.fan_out
+    inverse = tuple(order.index(a) for a in range(len(shape)))
+    return matrix.reshape(tuple(shape[a] for a in order)).transpose(inverse)
 
 
 def leaf_name(path) -> str:
@@ -103,11 +153,12 @@ def densities(shapes: Mapping[str, Sequence[int]], sparsity: float,
     """Per-layer densities whose kept weights total round((1 − sparsity)·N).
 
     - `uniform`: every layer at 1 − sparsity.
-    - `er` (Erdős–Rényi): density ∝ (n_in + n_out)/(n_in·n_out), the last two axes.
-    - `erk`: density ∝ Σ shape / Π shape over every axis (kernel axes included).
-    For `er`/`erk` one scale ε is solved so the total matches; a layer whose
-    density would exceed 1 is made dense and ε is solved again over the rest
-    (Evci et al. 2020, RigL).
+    - `er` (Erdős–Rényi): density ∝ (n_in + n_out)/(n_in·n_out).
+    - `erk`: density ∝ (n_in + n_out + Σ k)/(n_in·n_out·Π k) over the conv window k.
+    n_in and n_out are the kernel's matrix view (`kernel_axes`: an attention
+    `qkv` is embed → 3·heads·head_dim). For `er`/`erk` one scale ε is solved so
+    the total matches; a layer whose density would exceed 1 is made dense and ε
+    is solved again over the rest (Evci et al. 2020, RigL).
     """
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
@@ -116,10 +167,12 @@ def densities(shapes: Mapping[str, Sequence[int]], sparsity: float,
     sizes = {n: math.prod(s) for n, s in shapes.items()}
     if distribution == "uniform":
         return {n: 1.0 - sparsity for n in shapes}
+    views = {n: matrix_sizes(n, s) for n, s in shapes.items()}
     if distribution == "er":
-        raw = {n: (s[-2] + s[-1]) / (s[-2] * s[-1]) for n, s in shapes.items()}
+        raw = {n: (n_in + n_out) / (n_in * n_out) for n, (n_in, n_out, _) in views.items()}
     else:
-        raw = {n: sum(s) / math.prod(s) for n, s in shapes.items()}
+        raw = {n: (n_in + n_out + sum(k)) / (n_in * n_out * math.prod(k))
+               for n, (n_in, n_out, k) in views.items()}
     kept_total = (1.0 - sparsity) * sum(sizes.values())
     dense: set[str] = set()
     while True:
@@ -178,12 +231,14 @@ def rescale(params, masks: Mapping):
     sqrt(fan-in / active fan-in), so a sparse random start keeps the activation
     variance of the dense initialisation (without it, a deep plain network
     started at 90 % sparsity passes on ~0.1× the variance per layer and its
-    signal vanishes). Dense masks leave the weights unchanged."""
+    signal vanishes). Units and fan-in follow `kernel_axes` (an attention `qkv`
+    unit reads embed inputs). Dense masks leave the weights unchanged."""
     def scale(name, weight):
-        mask = jnp.asarray(masks[name], weight.dtype)
-        fan_in = math.prod(weight.shape[:-1])
-        active = jnp.sum(mask.reshape(-1, weight.shape[-1]), axis=0)
-        return weight * jnp.where(active > 0, jnp.sqrt(fan_in / jnp.maximum(active, 1.0)), 1.0)
+        n_in, n_out, window = matrix_sizes(name, weight.shape)
+        mask = as_matrix(name, jnp.asarray(masks[name], weight.dtype)).reshape(-1, n_out)
+        active = jnp.sum(mask, axis=0)
+        factor = jnp.where(active > 0, jnp.sqrt(n_in * math.prod(window) / jnp.maximum(active, 1.0)), 1.0)
+        return weight * from_matrix(name, jnp.broadcast_to(factor, mask.shape), weight.shape)
     return map_named(scale, params, masks)
 
 

@@ -2,8 +2,8 @@
 
 - COO through `jax.experimental.sparse.BCOO`: nonzero values plus their
   indices, any pattern.
-- N:M packed: in every group of M consecutive weights along the input axis at
-  most N survive; store those N values and their positions in the group
+- N:M packed: in every group of M consecutive weights along the inputs
+  (`masks.kernel_axes`) at most N survive; store those N values and their positions in the group
   (uint8), i.e. N/M of the values plus a small index array — the layout
   sparse tensor cores read.
 
@@ -28,17 +28,19 @@ def to_bcoo(weight) -> jsparse.BCOO:
     return jsparse.BCOO.fromdense(jnp.asarray(weight))
 
 
-def pack_nm(weight, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """(values, positions) of an N:M sparse kernel `[..., in, out]`: both
-    `[..., out, in/m, n]`, positions uint8 in [0, m). Raises if some group holds
-    more than n nonzeros."""
-    w = np.moveaxis(np.asarray(weight), -2, -1)
+def pack_nm(weight, n: int, m: int, name: str = "kernel") -> tuple[np.ndarray, np.ndarray]:
+    """(values, positions) of an N:M sparse kernel `name` (grouped along its inputs,
+    `masks.kernel_axes`): both `[window..., out, in/m, n]`, positions uint8 in
+    [0, m). Raises if some group holds more than n nonzeros."""
+    w = np.moveaxis(masklib.as_matrix(name, np.asarray(weight)), -2, -1)
     fan_in = w.shape[-1]
     if fan_in % m:
-        raise ValueError(f"N:M packing needs the input axis ({fan_in}) to be a multiple of m={m}")
+        raise ValueError(f"N:M packing needs the inputs of kernel {name!r} ({fan_in}) to be a "
+                         f"multiple of m={m}")
     groups = w.reshape(w.shape[:-1] + (fan_in // m, m))
     if np.any((groups != 0).sum(-1) > n):
-        raise ValueError(f"kernel is not {n}:{m} sparse: some group of {m} holds more than {n} nonzeros")
+        raise ValueError(f"kernel {name!r} is not {n}:{m} sparse: some group of {m} holds more "
+                         f"than {n} nonzeros")
     # nonzeros first (stable: in position order), then pad with zeros
     positions = np.argsort(groups == 0, axis=-1, kind="stable")[..., :n]
     positions = np.sort(positions, axis=-1).astype(np.uint8)
@@ -46,12 +48,14 @@ def pack_nm(weight, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
     return values, positions
 
 
-def unpack_nm(values, positions, shape: Sequence[int], m: int) -> np.ndarray:
-    """The dense kernel of `shape` from `pack_nm`'s output."""
-    moved = tuple(shape[:-2]) + (shape[-1], shape[-2])
-    groups = np.zeros(moved[:-1] + (moved[-1] // m, m), np.asarray(values).dtype)
+def unpack_nm(values, positions, shape: Sequence[int], m: int, name: str = "kernel") -> np.ndarray:
+    """The dense kernel `name` of `shape` from `pack_nm`'s output."""
+    shape = tuple(shape)
+    n_in, n_out, window = masklib.matrix_sizes(name, shape)
+    groups = np.zeros(window + (n_out, n_in // m, m), np.asarray(values).dtype)
     np.put_along_axis(groups, np.asarray(positions).astype(np.int64), np.asarray(values), axis=-1)
-    return np.moveaxis(groups.reshape(moved), -1, -2)
+    matrix = np.moveaxis(groups.reshape(window + (n_out, n_in)), -1, -2)
+    return masklib.from_matrix(name, matrix, shape)
 
 
 def save(path: Path | str, params, names: Sequence[str], nm: tuple[int, int] | None = None) -> dict:
@@ -64,7 +68,7 @@ def save(path: Path | str, params, names: Sequence[str], nm: tuple[int, int] | N
             arrays[f"dense/{name}"] = dense
             continue
         if nm is not None:
-            values, positions = pack_nm(dense, *nm)
+            values, positions = pack_nm(dense, *nm, name=name)
             arrays[f"nm/{name}/values"], arrays[f"nm/{name}/positions"] = values, positions
             arrays[f"nm/{name}/shape"] = np.asarray(dense.shape)
             arrays[f"nm/{name}/m"] = np.asarray(nm[1])
@@ -100,5 +104,6 @@ def load(path: Path | str) -> dict[str, np.ndarray]:
             elif kind == "nm" and rest.endswith("/values"):
                 name = rest[:-len("/values")]
                 out[name] = unpack_nm(f[key], f[f"nm/{name}/positions"],
-                                      tuple(int(d) for d in f[f"nm/{name}/shape"]), int(f[f"nm/{name}/m"]))
+                                      tuple(int(d) for d in f[f"nm/{name}/shape"]), int(f[f"nm/{name}/m"]),
+                                      name=name)
     return out

@@ -1,7 +1,7 @@
 """`nm`: N:M structured sparsity (2:4 by default, what sparse tensor cores run).
 
 At the fraction `at` of training every group of M consecutive weights along each
-kernel's input axis keeps its N largest magnitudes; the pattern is then fixed.
+kernel's inputs (`sparse.masks.kernel_axes`) keeps its N largest magnitudes; the pattern is then fixed.
 The sparsity is 1 − N/M whatever `sparsity` says.
 """
 import dataclasses
@@ -28,8 +28,9 @@ class NM(Updater):
 
     def initial_masks(self, key, weights):
         for n, w in weights.items():
-            if w.shape[-2] % self.m:
-                raise ValueError(f"nm: kernel {n!r} of shape {tuple(w.shape)} has {w.shape[-2]} inputs, "
+            fan_in = masklib.matrix_sizes(n, w.shape)[0]
+            if fan_in % self.m:
+                raise ValueError(f"nm: kernel {n!r} of shape {tuple(w.shape)} has {fan_in} inputs, "
                                  f"not a multiple of m={self.m}; leave it dense (e.g. first_layer: false)")
         return masklib.ones({n: w.shape for n, w in weights.items()})
 
@@ -37,4 +38,4 @@ class NM(Updater):
         return step == self.steps(self.at)
 
     def new_masks(self, masks, weights, grads, step, key):
-        return {n: criteria.n_of_m(w, self.n, self.m) & masks[n] for n, w in weights.items()}
+        return {n: criteria.n_of_m(w, self.n, self.m, name=n) & masks[n] for n, w in weights.items()}
