@@ -11,7 +11,9 @@ The masks live in the optimizer state next to the wrapped optimizer's own
 state and a step counter, so one jitted training step does everything: mask
 updates run under `lax.cond` on their event steps, with no host round trip.
 On every step the gradients of pruned weights are zeroed before the wrapped
-optimizer sees them and pruned weights are set to exactly zero. Where a mask
+optimizer sees them and pruned weights are set to exactly zero; weights grown
+by a mask update start at exactly zero. The wrapped optimizer steps on mask-update
+steps too, except for updaters with `skip_step` (RigL). Where a mask
 changes, the wrapped optimizer's moments are zeroed: any subtree of its state
 with the structure of the parameters (momentum, Adam's μ and ν, …) is treated
 as per-parameter, whatever optimizer made it.
@@ -130,8 +132,10 @@ def wrap(tx: optax.GradientTransformation, updater: Updater,
         masks, inner, updates = jax.lax.cond(updater.is_event(state.step), on_event,
                                              lambda: (dict(state.masks), inner, updates))
         leaves = masklib.named_leaves(params)
-        # p + (−p) is exactly 0: pruned weights are exact zeros after apply_updates.
-        updates = masklib.map_named(lambda n, u: jnp.where(masks[n], u, -leaves[n]), updates, names)
+        # p + (−p) is exactly 0: pruned weights are exact zeros after apply_updates, and
+        # grown ones start there whatever the optimizer would add at a zero gradient.
+        survives = {n: masks[n] & state.masks[n] for n in names}
+        updates = masklib.map_named(lambda n, u: jnp.where(survives[n], u, -leaves[n]), updates, names)
         return updates, SparseState(inner, masks, state.step + 1, key)
 
     return optax.GradientTransformation(init, update)

@@ -5,7 +5,8 @@ between `begin` and `end` with one global magnitude threshold. Right after each
 pruning event, and every ΔT after the pruning window until the last step, each
 layer drops ⌈r·nnz⌉ of its smallest active weights and regrows as many inactive
 positions with the largest gradient magnitude (zero weight, zero moments), with
-r cosine-annealed from `regrow_start` to `regrow_end` over the whole run.
+r cosine-annealed from `regrow_start` to `regrow_end` over the whole run. The
+optimizer steps on every step, mask updates included (as the reference does).
 `initial_sparsity = 0` is dense-to-sparse; > 0 starts from a random mask of
 that sparsity (`distribution`, ERK by default): sparse-to-sparse.
 """
@@ -26,7 +27,6 @@ class GraNet(GMP):
     regrow_end: float = 0.005
 
     name = "granet"
-    skip_step = True
 
     def initial_masks(self, key, weights):
         if self.initial_sparsity == 0.0:

@@ -3,7 +3,8 @@
 Start from a random mask (`distribution`); every ΔT steps until `end`, drop the
 fraction f(t) = (α/2)(1 + cos(π t / T_end)) of each layer's active weights with
 the smallest magnitude and regrow as many at random inactive positions. Grown
-weights start at zero with zero moments; no optimizer step on update steps.
+weights start at zero with zero moments. The optimizer steps as usual on update
+steps (the mask changes after the step, as in the reference).
 """
 import dataclasses
 
@@ -21,7 +22,6 @@ class SET(Updater):
     end: float = 0.75            # fraction of training after which masks freeze
 
     name = "set"
-    skip_step = True
 
     def is_event(self, step):
         return (step > 0) & (step % self.update_every == 0) & (step <= self.steps(self.end))
