@@ -1,15 +1,18 @@
 """Layer-adaptive sparsity: how many weights each layer keeps under one global budget.
 
-Every allocator answers the same question — given `levels` (sparsity values on
-a grid), `sizes[L]` (weights per layer) and `keep` (the most weights that may
-survive; a layer at level s keeps round(size·(1 − s))) — with one level per
-layer, so the rules compare at equal budget:
+Every allocator answers the same question — given `sizes[L]` (weights per
+layer) and `keep` (the weights that survive; a layer at sparsity s keeps
+round(size·(1 − s))) — with one sparsity per layer, so the rules compare at
+equal budget:
 
-- `allocate_dp`: least total output distortion Σ_l δ_l(s_l), exact dynamic
-  programming (Xu et al., "Efficient Joint Optimization of Layer-Adaptive
-  Weight Pruning in Deep Neural Networks", ICCV 2023).
+- `allocate_dp`: least total output distortion Σ_l δ_l(s_l) over `levels` (a
+  grid of sparsities), exact dynamic programming keeping at most `keep` (Xu et
+  al., "Efficient Joint Optimization of Layer-Adaptive Weight Pruning in Deep
+  Neural Networks", ICCV 2023).
 - `allocate_uniform`, `allocate_erk`, `allocate_global` (one magnitude
-  threshold), `allocate_lamp` (global LAMP scores): the usual baselines.
+  threshold), `allocate_lamp` (global LAMP scores): the usual baselines, off
+  any grid, keeping `keep` up to rounding each layer's count (global and LAMP
+  exactly), so they are not handicapped by a grid the DP was built for.
 
 `distortion_curves` measures δ_l(s) on a calibration batch.
 """
@@ -101,62 +104,61 @@ def grid_levels(count: int, target: float) -> np.ndarray:
     return np.linspace(0.0, top, count)
 
 
-def _snap(counts, levels, kept) -> np.ndarray:
-    """Per layer, the level keeping the most weights without exceeding `counts[l]`."""
-    out = []
-    for layer, count in enumerate(counts):
-        fits = np.flatnonzero(kept[layer] <= count)
-        if len(fits) == 0:
-            fits = [int(np.argmin(kept[layer]))]
-        out.append(int(max(fits, key=lambda k: (kept[layer, k], -levels[k]))))
-    return np.asarray(out, np.int64)
+def _check_budget(sizes, keep: int) -> np.ndarray:
+    sizes = np.asarray(sizes, np.int64)
+    if sizes.ndim != 1 or len(sizes) == 0 or np.any(sizes < 1):
+        raise ValueError(f"sizes must be a non-empty 1-D array of positive weight counts, got {sizes}")
+    if not 1 <= keep <= sizes.sum():
+        raise ValueError(f"keep must be between 1 and the {sizes.sum()} weights of all layers, got {keep}")
+    return sizes
 
 
-def allocate_uniform(levels, sizes, keep: int) -> np.ndarray:
-    """One level for every layer: the least sparse on the grid that fits the budget."""
-    levels, sizes, kept = _check(levels, sizes, keep)
-    fits = [k for k in range(len(levels)) if kept[:, k].sum() <= keep]
-    if not fits:
-        raise ValueError(f"no single level keeps at most {keep} weights; add sparser levels")
-    return levels[np.full(len(sizes), max(fits, key=lambda k: kept[:, k].sum()))]
+def allocate_uniform(sizes, keep: int) -> np.ndarray:
+    """Every layer at the sparsity 1 − keep / Σ sizes."""
+    sizes = _check_budget(sizes, keep)
+    return np.full(len(sizes), 1.0 - keep / sizes.sum())
 
 
-def allocate_erk(levels, sizes, keep: int, shapes: Sequence[Sequence[int]]) -> np.ndarray:
-    """ERK densities (`sparse.masks.densities`) for the budget, snapped down to the grid."""
-    levels, sizes, kept = _check(levels, sizes, keep)
-    named = {str(i): tuple(s) for i, s in enumerate(shapes)}
+def allocate_erk(sizes, keep: int, shapes) -> np.ndarray:
+    """ERK densities (`sparse.masks.densities`) keeping `keep` weights. `shapes`:
+    `{kernel name: shape}` in layer order (names tell attention kernels apart,
+    `sparse.masks.kernel_axes`) or a list of `[k..., in, out]` shapes."""
+    sizes = _check_budget(sizes, keep)
+    named = ({n: tuple(s) for n, s in shapes.items()} if isinstance(shapes, Mapping)
+             else {str(i): tuple(s) for i, s in enumerate(shapes)})
     if [math.prod(s) for s in named.values()] != list(sizes):
-        raise ValueError("shapes must match sizes layer by layer")
+        raise ValueError(f"shapes {list(named.values())} must match sizes {list(sizes)} layer by layer")
     density = masklib.densities(named, 1.0 - keep / sizes.sum(), "erk")
-    counts = [math.floor(sizes[i] * density[str(i)]) for i in range(len(sizes))]
-    return levels[_snap(counts, levels, kept)]
+    return 1.0 - np.array([density[n] for n in named])
 
 
-def _by_scores(levels, sizes, keep, scores) -> np.ndarray:
-    levels, sizes, kept = _check(levels, sizes, keep)
+def _by_scores(sizes, keep, scores) -> np.ndarray:
+    """Per-layer sparsity after keeping the `keep` highest `scores` of all layers together."""
+    sizes = _check_budget(sizes, keep)
     if [int(np.size(s)) for s in scores] != list(sizes):
-        raise ValueError("weights must match sizes layer by layer")
+        raise ValueError(f"weights of sizes {[int(np.size(s)) for s in scores]} must match sizes "
+                         f"{list(sizes)} layer by layer")
     named = {str(i): jnp.asarray(s) for i, s in enumerate(scores)}
     ones = {n: jnp.ones(s.shape, bool) for n, s in named.items()}
     survivors = criteria.keep_global(ones, named, int(keep))
-    counts = [int(np.sum(np.asarray(survivors[str(i)]))) for i in range(len(sizes))]
-    return levels[_snap(counts, levels, kept)]
+    return 1.0 - np.array([int(np.sum(np.asarray(survivors[n]))) for n in named]) / sizes
 
 
-def allocate_global(levels, sizes, keep: int, weights: Sequence) -> np.ndarray:
-    """One magnitude threshold across layers keeping `keep` weights, snapped to the grid."""
-    return _by_scores(levels, sizes, keep, [np.abs(np.asarray(w)) for w in weights])
+def allocate_global(sizes, keep: int, weights: Sequence) -> np.ndarray:
+    """One magnitude threshold across layers keeping exactly `keep` weights."""
+    return _by_scores(sizes, keep, [np.abs(np.asarray(w)) for w in weights])
 
 
-def allocate_lamp(levels, sizes, keep: int, weights: Sequence) -> np.ndarray:
-    """Global LAMP scores keeping `keep` weights, snapped to the grid."""
-    return _by_scores(levels, sizes, keep, [criteria.lamp(jnp.asarray(w)) for w in weights])
+def allocate_lamp(sizes, keep: int, weights: Sequence) -> np.ndarray:
+    """Global LAMP scores keeping exactly `keep` weights."""
+    return _by_scores(sizes, keep, [criteria.lamp(jnp.asarray(w)) for w in weights])
 
 
 def allocate(method: str, levels, sizes, keep: int, *, distortion=None, weights=None,
              shapes=None) -> np.ndarray:
-    """Any allocator by name, with what it needs (`distortion` for dp, `shapes`
-    for erk, `weights` for global and lamp)."""
+    """Per-layer sparsities `float[L]` by the allocator `method`, with what it needs
+    (`distortion` for dp, `shapes` for erk, `weights` for global and lamp);
+    `levels` is the DP's grid, unused by the baselines."""
     needs = {"dp": ("distortion", distortion), "erk": ("shapes", shapes),
              "global": ("weights", weights), "lamp": ("weights", weights)}
     if method not in METHODS:
@@ -166,12 +168,12 @@ def allocate(method: str, levels, sizes, keep: int, *, distortion=None, weights=
     if method == "dp":
         return allocate_dp(distortion, levels, sizes, keep)
     if method == "uniform":
-        return allocate_uniform(levels, sizes, keep)
+        return allocate_uniform(sizes, keep)
     if method == "erk":
-        return allocate_erk(levels, sizes, keep, shapes)
+        return allocate_erk(sizes, keep, shapes)
     if method == "global":
-        return allocate_global(levels, sizes, keep, weights)
-    return allocate_lamp(levels, sizes, keep, weights)
+        return allocate_global(sizes, keep, weights)
+    return allocate_lamp(sizes, keep, weights)
 
 
 def magnitude_masks(weights: Mapping, sparsity: Mapping, masks: Mapping | None = None) -> dict:

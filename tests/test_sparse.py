@@ -12,7 +12,8 @@ import nas
 import spaces
 import sparse
 from search import engine
-from sparse import allocate, criteria, masks as masklib, schedules
+from sparse import allocate, criteria, schedules, storage
+from sparse import masks as masklib
 
 
 def _params(seed=0, shapes=((12, 16), (16, 8), (8, 4))):
@@ -148,6 +149,94 @@ def test_schedules_match_formulas():
     assert events == [5, 15, 25, 33]
 
 
+def test_keeping_more_than_active_returns_the_current_mask():
+    rng = np.random.default_rng(2)
+    masks = {"a": jnp.asarray(rng.random((6, 5)) < 0.3), "b": jnp.asarray(rng.random((4, 4)) < 0.5)}
+    scores = {n: jnp.asarray(rng.random(m.shape)) for n, m in masks.items()}
+    active = {n: int(m.sum()) for n, m in masks.items()}
+    for extra in (1, 7):
+        got = criteria.keep_global(masks, scores, sum(active.values()) + extra)
+        got_per_layer = criteria.keep_per_layer(masks, scores, {n: a + extra for n, a in active.items()})
+        for n in masks:
+            np.testing.assert_array_equal(got[n], masks[n])
+            np.testing.assert_array_equal(got_per_layer[n], masks[n])
+    # an updater asked for less sparsity than its masks hold (ERK rounding) leaves them as they are
+    weights = {n: jnp.asarray(rng.normal(size=m.shape)) for n, m in masks.items()}
+    for scope in ("global", "layer"):
+        pruned = sparse.updaters.get("gmp", scope=scope).prune(masks, weights, 0.0)
+        for n in masks:
+            np.testing.assert_array_equal(pruned[n], masks[n])
+
+
+QKV, PROJ, CONV = "blocks.0.attn.qkv", "blocks.0.attn.proj", "stem.kernel"
+
+
+def test_kernel_axes_view_attention_as_matrices():
+    assert masklib.kernel_axes(QKV, (8, 3, 2, 4)) == ((0,), (1, 2, 3), ())   # embed → 3·heads·dim
+    assert masklib.kernel_axes(PROJ, (2, 4, 8)) == ((0, 1), (2,), ())        # heads·dim → embed
+    assert masklib.kernel_axes(CONV, (3, 4, 8)) == ((1,), (2,), (0,))        # [k, in, out]
+    assert masklib.kernel_axes("head.kernel", (4, 8)) == ((0,), (1,), ())
+    with pytest.raises(ValueError, match=r"blocks.0.attn.qkv.*\(8, 3, 2\).*\[embed, 3, heads, head_dim\]"):
+        masklib.kernel_axes(QKV, (8, 3, 2))
+    with pytest.raises(ValueError, match=r"'b' of shape \(4,\).*\[k\.\.\., in, out\]"):
+        masklib.kernel_axes("b", (4,))
+
+
+def test_er_and_erk_use_each_kernels_matrix_view():
+    shapes = {QKV: (8, 3, 2, 4), PROJ: (2, 4, 8), CONV: (3, 4, 8)}
+    # by hand, sizes 192, 64, 96 (352 weights), 20 % kept = 70.4:
+    # ERK raw: qkv 8 → 24: (8 + 24)/192 = 1/6; proj 8 → 8: 16/64 = 1/4; conv: (3 + 4 + 8)/96;
+    # ε·(32 + 16 + 15) = 70.4
+    erk = masklib.densities(shapes, 0.8, "erk")
+    eps = 70.4 / 63
+    assert erk == {QKV: pytest.approx(eps / 6), PROJ: pytest.approx(eps / 4),
+                   CONV: pytest.approx(eps * 15 / 96)}
+    # ER raw: qkv 1/6, proj 1/4, conv (4 + 8)/32 (window ignored); ε·(32 + 16 + 36) = 70.4
+    er = masklib.densities(shapes, 0.8, "er")
+    eps = 70.4 / 84
+    assert er == {QKV: pytest.approx(eps / 6), PROJ: pytest.approx(eps / 4),
+                  CONV: pytest.approx(eps * 12 / 32)}
+
+
+def test_n_of_m_groups_attention_kernels_along_their_inputs():
+    rng = np.random.default_rng(4)
+    qkv = rng.normal(size=(8, 3, 2, 2)).astype(np.float32)   # 8 inputs: two groups of 4 per output
+    proj = rng.normal(size=(4, 2, 8)).astype(np.float32)     # 4·2 = 8 inputs, a group spans two heads
+    for name, w in ((QKV, qkv), (PROJ, proj)):
+        fan_in = w.shape[0] if name == QKV else w.shape[0] * w.shape[1]
+        matrix = np.abs(w.reshape(fan_in, -1))
+        expected = np.zeros(matrix.shape, bool)
+        for out in range(matrix.shape[1]):
+            for start in range(0, fan_in, 4):
+                group = [start + i for i in range(4)]
+                for i in sorted(group, key=lambda i: -matrix[i, out])[:2]:
+                    expected[i, out] = True
+        got = np.asarray(criteria.n_of_m(jnp.asarray(w), 2, 4, name=name))
+        np.testing.assert_array_equal(got.reshape(fan_in, -1), expected)
+        values, positions = storage.pack_nm(w * got, 2, 4, name=name)
+        np.testing.assert_array_equal(storage.unpack_nm(values, positions, w.shape, 4, name=name), w * got)
+    nm = sparse.updaters.get("nm")
+    assert nm.initial_masks(None, {QKV: jnp.ones((8, 3, 2, 2)), PROJ: jnp.ones((4, 2, 8))})[PROJ].all()
+    with pytest.raises(ValueError, match=r"'blocks.0.attn.proj'.*6 inputs"):
+        nm.initial_masks(None, {PROJ: jnp.ones((3, 2, 8))})
+
+
+def test_rescale_uses_the_attention_fan_in():
+    qkv_mask = np.zeros((4, 3, 2, 2), bool)
+    qkv_mask[0, 0, 0, 0] = True            # unit (q, head 0, dim 0): 1 of 4 inputs
+    qkv_mask[:, 1, 1, 1] = True            # unit (k, head 1, dim 1): dense
+    proj_mask = np.zeros((2, 2, 5), bool)
+    proj_mask[0, 0, 0] = True              # unit 0: 1 of 2·2 inputs
+    proj_mask[:, :, 1] = True
+    proj_mask[1, 1, 1] = False             # unit 1: 3 of 4
+    params = {"attn": {"qkv": jnp.ones((4, 3, 2, 2)), "proj": jnp.ones((2, 2, 5))}}
+    out = masklib.rescale(params, {"attn.qkv": qkv_mask, "attn.proj": proj_mask})["attn"]
+    qkv, proj = np.asarray(out["qkv"]), np.asarray(out["proj"])
+    assert qkv[0, 0, 0, 0] == pytest.approx(2.0) and qkv[0, 1, 1, 1] == pytest.approx(1.0)
+    assert qkv[0, 2, 0, 1] == pytest.approx(1.0)   # no active input: left alone
+    assert proj[0, 0, 0] == pytest.approx(2.0) and proj[0, 0, 1] == pytest.approx(math.sqrt(4 / 3))
+
+
 # ------------------------------------------------------------------ updaters
 
 OPTIMIZERS = {
@@ -197,7 +286,7 @@ def test_masked_weights_stay_zero_for_any_optimizer(method, optimizer):
 def test_dst_keeps_counts_grows_at_zero_and_resets_moments(method):
     _, _, names, history = _run(method, "sgd_momentum", record=True)
     updates = 0
-    for (params, state), grads, (new_params, new_state) in history:
+    for (_params, state), grads, (new_params, new_state) in history:
         changed = False
         for n in names:
             old, new = np.asarray(state.masks[n]), np.asarray(new_state.masks[n])
@@ -223,15 +312,37 @@ def test_dst_keeps_counts_grows_at_zero_and_resets_moments(method):
     assert updates >= 3
 
 
-def test_rigl_skips_the_optimizer_step_on_update_steps():
-    _, _, names, history = _run("rigl", record=True)
-    (params, _), _, (new_params, new_state) = history[10]
-    assert int(new_state.step) == 11
-    for n in names:
-        layer = n.split(".")[0]
-        keep = np.asarray(new_state.masks[n])
-        np.testing.assert_array_equal(np.asarray(new_params[layer]["kernel"])[keep],
-                                      np.asarray(params[layer]["kernel"])[keep])
+# mask-update steps: GraNet's at 10 prunes and regrows, at 40 (after its window) only regrows
+@pytest.mark.parametrize("method,options,events", [("set", {}, (10, 20)), ("rigl", {}, (10, 20)),
+                                                   ("granet", {"begin": 0.0, "end": 0.5}, (10, 40))])
+def test_only_rigl_skips_the_optimizer_step_on_mask_updates(method, options, events):
+    lr = 0.1
+    params = _params()
+    names = masklib.select(params)
+    updater = sparse.updaters.get(method, sparsity=0.8, total_steps=60, update_every=10, **options)
+    tx = sparse.wrap(optax.sgd(lr), updater, names)
+    state = tx.init(params)
+    step = jax.jit(lambda p, s, g: tx.update(g, s, p))
+    for t in range(41):
+        x = jax.random.normal(jax.random.PRNGKey(t), (16, 12))
+        grads = jax.grad(_loss)(masklib.apply(params, state.masks), x)
+        updates, new_state = step(params, state, grads)
+        new_params = optax.apply_updates(params, updates)
+        if t in events:
+            changed = 0
+            for n in names:
+                layer = n.split(".")[0]
+                old, new = np.asarray(state.masks[n]), np.asarray(new_state.masks[n])
+                kept = old & new
+                changed += int((old != new).sum())
+                w, g = np.asarray(params[layer]["kernel"]), np.asarray(grads[layer]["kernel"])
+                # plain SGD by hand: w − lr·g where the weight survives the update; RigL: no step
+                expected = w[kept] if method == "rigl" else w[kept] - np.float32(lr) * g[kept]
+                np.testing.assert_allclose(np.asarray(new_params[layer]["kernel"])[kept], expected,
+                                           rtol=1e-6, atol=1e-7)
+                assert not np.any(np.asarray(new_params[layer]["kernel"])[~new])
+            assert changed > 0
+        params, state = new_params, new_state
 
 
 def test_gmp_follows_the_cubic_schedule_and_only_shrinks():
@@ -304,7 +415,7 @@ def _brute_force(distortion, levels, sizes, keep):
 
 def test_dp_equals_brute_force_on_random_instances():
     rng = np.random.default_rng(0)
-    for trial in range(40):
+    for _trial in range(40):
         layers, num_levels = rng.integers(1, 5), rng.integers(2, 6)
         levels = np.sort(rng.random(num_levels))
         sizes = rng.integers(1, 60, layers)
@@ -331,20 +442,92 @@ def test_dp_quantised_budget_still_fits():
         sparse.allocate_dp(np.zeros((3, 2)), [0.0, 0.5], [10, 10], 10)
 
 
-def test_baselines_fit_and_match_hand_cases():
-    levels = np.linspace(0, 1, 11)
+def test_baselines_match_hand_cases_and_check_their_input():
     sizes = [100, 400]
-    assert list(allocate.allocate_uniform(levels, sizes, 250)) == pytest.approx([0.5, 0.5])
+    np.testing.assert_allclose(allocate.allocate_uniform(sizes, 250), [0.5, 0.5])
     weights = [np.full(100, 10.0), np.full(400, 1.0)]
     # one global threshold keeps the 100 large weights and 150 of the small ones
-    got = allocate.allocate_global(levels, sizes, 250, weights)
-    np.testing.assert_allclose(got, [0.0, 0.7])
-    for method, extra in (("erk", {"shapes": [(10, 10), (20, 20)]}), ("lamp", {"weights": weights}),
-                          ("uniform", {}), ("dp", {"distortion": np.random.default_rng(0).random((2, 11))})):
-        chosen = allocate.allocate(method, levels, sizes, 250, **extra)
-        assert (np.round(np.asarray(sizes) * (1 - chosen))).sum() <= 250
+    np.testing.assert_allclose(allocate.allocate_global(sizes, 250, weights), [0.0, 1 - 150 / 400])
+    # ERK by hand: raw 0.2 and 0.1, ε·60 = 50 kept
+    np.testing.assert_allclose(allocate.allocate_erk(sizes, 50, [(10, 10), (20, 20)]),
+                               [1 - 0.2 * 50 / 60, 1 - 0.1 * 50 / 60])
+    # named shapes: attention kernels by their matrix view, qkv 8 → 24 (raw 1/6), proj 8 → 8 (1/4)
+    attention = {"a.qkv": (8, 3, 2, 4), "a.proj": (2, 4, 8)}
+    np.testing.assert_allclose(allocate.allocate_erk([192, 64], 48, attention),
+                               [1 - 1 / 6, 1 - 1 / 4])
+    with pytest.raises(ValueError, match="keep must be between 1 and the 500 weights of all layers, got 0"):
+        allocate.allocate_uniform(sizes, 0)
+    with pytest.raises(ValueError, match="must match sizes"):
+        allocate.allocate_erk(sizes, 50, [(10, 10), (20, 10)])
     with pytest.raises(ValueError, match="needs distortion"):
-        allocate.allocate("dp", levels, sizes, 250)
+        allocate.allocate("dp", np.linspace(0, 1, 11), sizes, 250)
+
+
+ALLOCATION_SHAPES = {  # conv kernels [k..., in, out], dense [in, out]
+    "mlp": [(40, 256), (256, 256), (256, 10)],
+    "cnn1d": [(5, 1, 16), (5, 16, 32), (3, 32, 64), (64, 10)],
+    "cnn2d": [(3, 3, 3, 8), (3, 3, 8, 16), (144, 64), (64, 10)],
+}
+
+
+def _erk_by_hand(shapes, keep):
+    """ERK densities: raw (n_in + n_out + Σ window)/(n_in·n_out·Π window), one ε for the
+    budget, a layer over density 1 made dense and ε solved again over the rest."""
+    sizes = [math.prod(s) for s in shapes]
+    raw = [(s[-2] + s[-1] + sum(s[:-2])) / math.prod(s) for s in shapes]
+    dense = set()
+    while True:
+        free = [i for i in range(len(shapes)) if i not in dense]
+        eps = (keep - sum(sizes[i] for i in dense)) / sum(raw[i] * sizes[i] for i in free)
+        over = {i for i in free if eps * raw[i] > 1}
+        if not over:
+            return [1.0 if i in dense else eps * raw[i] for i in range(len(shapes))]
+        dense |= over
+
+
+def _lamp_by_hand(w):
+    """LAMP score of each weight: w² over the sum of the squares of the weights at least as large."""
+    squared = np.square(w.astype(np.float64)).ravel()
+    order = np.argsort(squared)
+    suffix = np.cumsum(squared[order][::-1])[::-1]
+    scores = np.empty_like(squared)
+    scores[order] = squared[order] / suffix
+    return scores
+
+
+def _global_sort(scores, keep):
+    """Per-layer sparsity after keeping the `keep` highest scores of all layers pooled."""
+    flat = np.concatenate([s.ravel() for s in scores])
+    layer = np.concatenate([np.full(s.size, i) for i, s in enumerate(scores)])
+    kept = np.bincount(layer[np.argsort(-flat, kind="stable")[:keep]], minlength=len(scores))
+    return [1 - kept[i] / s.size for i, s in enumerate(scores)]
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.7, 0.9, 0.98])
+@pytest.mark.parametrize("net", sorted(ALLOCATION_SHAPES))
+def test_every_allocation_keeps_the_asked_count(net, target):
+    shapes = ALLOCATION_SHAPES[net]
+    sizes = np.array([math.prod(s) for s in shapes])
+    keep = int(round((1 - target) * sizes.sum()))
+    rng = np.random.default_rng(0)
+    weights = [rng.normal(size=s).astype(np.float32) for s in shapes]
+    levels = allocate.grid_levels(101, target)
+    distortion = np.cumsum(rng.random((len(shapes), len(levels))), axis=1)
+    expected = {
+        "uniform": [1 - keep / sizes.sum()] * len(shapes),
+        "erk": [1 - d for d in _erk_by_hand(shapes, keep)],
+        "global": _global_sort([np.abs(w) for w in weights], keep),
+        "lamp": _global_sort([_lamp_by_hand(w) for w in weights], keep),
+    }
+    for method in allocate.METHODS:
+        got = allocate.allocate(method, levels, sizes, keep, distortion=distortion, weights=weights,
+                                shapes=shapes)
+        kept = int(np.round(sizes * (1 - np.asarray(got))).sum())
+        if method == "dp":
+            assert kept <= keep and set(got) <= set(levels)
+        else:
+            assert abs(kept - keep) <= len(shapes) / 2, (method, kept, keep)
+            np.testing.assert_allclose(got, expected[method], rtol=1e-9, atol=1e-12, err_msg=method)
 
 
 def test_distortion_curves_equal_a_loop_of_pruned_forwards():
