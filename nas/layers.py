@@ -67,21 +67,23 @@ class Conv(nnx.Module):
         kernel = self.kernel[...]
         if window is not None:
             kernel = kernel * window[(...,) + (None, None)]
-        k = kernel.shape[0]
-        if self.groups > 1 and self.groups == x.shape[-1] == kernel.shape[-1]:
-            y = depthwise_conv(x, kernel, stride=self.stride)
-            if self.bias is not None:
-                y = y + self.bias[...]
-            return _masked(y, out_mask)
-        spatial = "HWD"[:self.ndim] if self.ndim > 1 else "W"
-        dims = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
-        y = jax.lax.conv_general_dilated(
-            x, kernel, window_strides=(self.stride,) * self.ndim,
-            padding=[((k - 1) // 2, (k - 1) // 2)] * self.ndim,
-            dimension_numbers=dims, feature_group_count=self.groups)
+        y = conv(x, kernel, stride=self.stride, groups=self.groups)
         if self.bias is not None:
             y = y + self.bias[...]
         return _masked(y, out_mask)
+
+
+def conv(x, kernel, stride: int = 1, groups: int = 1):
+    """The convolution `Conv` runs: channels last, symmetric padding (k−1)/2,
+    depthwise by shifted multiply–adds when `groups` equals the channels."""
+    if groups > 1 and groups == x.shape[-1] == kernel.shape[-1]:
+        return depthwise_conv(x, kernel, stride=stride)
+    ndim, k = kernel.ndim - 2, kernel.shape[0]
+    spatial = "HWD"[:ndim] if ndim > 1 else "W"
+    dims = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=(stride,) * ndim, padding=[((k - 1) // 2, (k - 1) // 2)] * ndim,
+        dimension_numbers=dims, feature_group_count=groups)
 
 
 @functools.partial(jax.jit, static_argnames="stride")

@@ -10,9 +10,19 @@ Entanglement (TangleNAS): nor_conv_1x1 is the centre of nor_conv_3x3's kernel,
 one tensor. With mixing weights p, the edge computes
     gate · BN(conv(relu(x), W ⊙ window(p_conv / gate))) + p_skip · x + p_pool · pool(x),
 gate = p_1x1 + p_3x3: one convolution with the superposed kernel, exactly the
-chosen operation for a one-hot p.
+chosen operation for a one-hot p. The edge BatchNorm has no affine parameters,
+as in NAS-Bench-201's search cells.
+
+At gate = 0 (a one-hot on none, skip or pool, as GDAS samples) the formula
+above has no gradient for the conv options: their kernel share is 0/0. Along
+option k the edge moves as ε · BN(conv(relu(x), W ⊙ window_k)), so that is the
+gradient the edge gives p_k there (computed in the backward pass only, see
+`_idle_conv_gradient`): a straight-through sampler then sees every option's
+soft-mixture derivative, not zero for the convs.
 """
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +38,49 @@ CONV_KERNELS = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
 EDGES = tuple(f"edge_{j}_{i}" for j in range(1, 4) for i in range(j))
 
 
+def _normalise(y, stats, eps):
+    """Affine-free BatchNorm of `y`: batch statistics when `stats` is None, else (mean, var)."""
+    if stats is None:
+        axes = tuple(range(y.ndim - 1))
+        mean = jnp.mean(y, axes)
+        stats = mean, jnp.mean(jnp.square(y - mean), axes)
+    mean, var = stats
+    return (y - mean) * jax.lax.rsqrt(var + eps)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _idle_conv_gradient(conv_p, x, kernel, stats, kernel_sizes, eps):
+    """Zero in the forward pass. When every conv weight is 0 its gradient for
+    `conv_p` (the conv options' mixing weights) is ⟨cotangent, BN(conv(x, W ⊙
+    window_k)) − BN(0)⟩: added to the superposed formula's own gradient there,
+    BN(0), the edge's gradient is its one-sided derivative along option k. 0 otherwise."""
+    return jnp.zeros(x.shape[:-1] + kernel.shape[-1:], x.dtype)
+
+
+def _idle_conv_gradient_fwd(conv_p, x, kernel, stats, kernel_sizes, eps):
+    return _idle_conv_gradient(conv_p, x, kernel, stats, kernel_sizes, eps), (conv_p, x, kernel, stats)
+
+
+def _idle_conv_gradient_bwd(kernel_sizes, eps, residuals, cotangent):
+    conv_p, x, kernel, stats = residuals
+
+    def option_derivatives():
+        eye = jnp.eye(len(kernel_sizes), dtype=kernel.dtype)
+        at_zero = _normalise(jnp.zeros_like(cotangent), stats, eps)
+        return jnp.stack([
+            jnp.sum(cotangent * (_normalise(layers.conv(
+                x, kernel * masks.window_mask(eye[k], kernel_sizes, kernel.shape[0], 2)[..., None, None]),
+                stats, eps) - at_zero)) for k in range(len(kernel_sizes))])
+
+    # Only the pass that needs them pays for the per-option convolutions.
+    grad_p = jax.lax.cond(jnp.sum(conv_p) > 0, lambda: jnp.zeros_like(conv_p), option_derivatives)
+    zeros = jax.tree.map(jnp.zeros_like, (x, kernel, stats))
+    return (grad_p,) + zeros
+
+
+_idle_conv_gradient.defvjp(_idle_conv_gradient_fwd, _idle_conv_gradient_bwd)
+
+
 class Edge(nnx.Module):
     """The entangled mixed operation of one edge over its options."""
 
@@ -37,7 +90,7 @@ class Edge(nnx.Module):
         if self.conv_kernels:
             self.conv = layers.Conv(channels, channels, max(self.conv_kernels), 2,
                                     use_bias=False, rngs=rngs)
-            self.bn = layers.BatchNorm(channels)
+            self.bn = layers.BatchNorm(channels, affine=False)
 
     def __call__(self, x, p, train):
         out = jnp.zeros_like(x)
@@ -54,10 +107,14 @@ class Edge(nnx.Module):
             gate = jnp.sum(conv_p)
             share = conv_p / jnp.where(gate > 0, gate, 1.0)
             window = masks.window_mask(share, self.conv_kernels, self.conv.kernel.shape[0], 2)
-            y = self.conv(jax.nn.relu(x), window=window)
+            h = jax.nn.relu(x)
+            y = self.conv(h, window=window)
             # The BN mask is the gate: it scales the output and keeps an unused
             # edge (gate 0) from moving the running statistics.
             out = out + self.bn(y, jnp.full((x.shape[-1],), gate), train)
+            stats = None if train else (self.bn.mean[...], self.bn.var[...])
+            out = out + _idle_conv_gradient(conv_p, h, self.conv.kernel[...], stats,
+                                            self.conv_kernels, self.bn.eps)
         return out
 
 
@@ -152,7 +209,7 @@ class NB201Space(Space):
             for op in arch.values():
                 if op in CONV_KERNELS:
                     k = CONV_KERNELS[op]
-                    params += n * (k * k * cw * cw + 2 * cw)
+                    params += n * k * k * cw * cw
                     macs += n * height * width * k * k * cw * cw
         params += 2 * 4 * c + 4 * c * self.num_classes + self.num_classes
         macs += 4 * c * self.num_classes

@@ -107,3 +107,57 @@ def test_gdas_mixture_through_a_supernet_is_exactly_the_sampled_arch():
     x = np.random.default_rng(1).normal(size=(3, 40, 1)).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(model(x, probs)),
                                   np.asarray(model(x, space.from_probs(probs))))
+
+
+def _nb201_edge_loss(train):
+    from flax import nnx
+
+    from spaces import nb201
+    edge = nb201.Edge(4, nb201.OPS, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(2)
+    if not train:
+        edge.bn.mean[...] = jnp.asarray(rng.normal(size=4), jnp.float32)
+        edge.bn.var[...] = jnp.asarray(rng.uniform(0.5, 2.0, size=4), jnp.float32)
+    graphdef, state = nnx.split(edge)
+    x = jnp.asarray(rng.normal(size=(8, 6, 6, 4)), jnp.float32)
+    weights = jnp.asarray(rng.normal(size=(8, 6, 6, 4)), jnp.float32)
+
+    def loss(p, state):
+        return jnp.sum(nnx.merge(graphdef, state, copy=True)(x, p, train) * weights)
+    return lambda p: loss(p, state), lambda p: jax.grad(loss)(p, state)
+
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_nb201_edge_gradient_is_the_soft_mixture_derivative_at_every_one_hot(train):
+    # GDAS backpropagates the gradient at its one-hot sample into the soft
+    # probabilities; at a parameter-free op the convs' gradient once came out 0.
+    loss, grad_of = _nb201_edge_loss(train)
+    eps = 1e-3
+    for chosen in range(5):
+        hard = jnp.eye(5)[chosen]
+        grad = np.asarray(grad_of(hard))
+        # One-sided differences along each option: the derivative the soft mixture has.
+        finite = np.array([(float(loss(hard + eps * jnp.eye(5)[k])) - float(loss(hard))) / eps
+                           for k in range(5)])
+        scale = np.abs(finite).max()
+        np.testing.assert_allclose(grad, finite, atol=0.03 * scale, err_msg=f"one-hot {chosen}")
+        assert np.all(np.abs(grad[2:4]) > 1e-3 * scale), f"conv options starved at one-hot {chosen}"
+
+
+def test_nb201_supernet_at_a_parameter_free_one_hot_gives_every_conv_option_a_gradient():
+    import nas
+    import spaces
+    space = spaces.get("nb201", channels=4, cells_per_stage=1).bind((8, 8, 3), 10)
+    model = nas.supernet(space, seed=0)
+    x = np.random.default_rng(1).normal(size=(6, 8, 8, 3)).astype(np.float32)
+    y = np.arange(6) % 10
+
+    def loss(probs):
+        logits = model(x, probs)
+        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(6), y])
+
+    # The gradient at a one-hot is what GDAS's straight-through hands the soft probabilities.
+    grads = jax.grad(loss)(space.one_hot({k: "skip_connect" for k in space.choices}))
+    conv = np.asarray([space.choices["edge_1_0"].index(op) for op in ("nor_conv_1x1", "nor_conv_3x3")])
+    assert all(float(jnp.abs(grads[e][conv]).min()) > 1e-3 for e in grads)
