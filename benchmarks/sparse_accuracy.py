@@ -19,6 +19,7 @@ import concurrent.futures
 import json
 import multiprocessing
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -131,8 +132,14 @@ def run(tasks=TASKS, seeds: int = 3, epochs: dict | None = None, workers: int | 
     print(f"\nsparse accuracy: {len(jobs)} training runs on {workers or os.cpu_count()} workers …",
           flush=True)
     context = multiprocessing.get_context("spawn")
+    start = time.perf_counter()
+    accuracies = []
     with concurrent.futures.ProcessPoolExecutor(workers or os.cpu_count(), mp_context=context) as pool:
-        accuracies = list(pool.map(run_one, *zip(*jobs)))
+        # one line per finished run (in job order): progress, and partial results if stopped
+        for job, accuracy in zip(jobs, pool.map(run_one, *zip(*jobs))):
+            accuracies.append(accuracy)
+            print(f"[{len(accuracies)}/{len(jobs)} {time.perf_counter() - start:.0f} s] "
+                  f"{job[0]} {job[1]} {job[2]:.0%} seed {job[3]}: {accuracy:.1f}", flush=True)
     results = {task: {m: {s: [] for s in SPARSITIES} for m in METHODS} for task in tasks}
     for (task, method, s, _, _), accuracy in zip(jobs, accuracies):
         for level in (SPARSITIES if method == "dense" else (s,)):
