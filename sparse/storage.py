@@ -3,9 +3,9 @@
 - COO through `jax.experimental.sparse.BCOO`: nonzero values plus their
   indices, any pattern.
 - N:M packed: in every group of M consecutive weights along the inputs
-  (`masks.kernel_axes`) at most N survive; store those N values and their positions in the group
-  (uint8), i.e. N/M of the values plus a small index array — the layout
-  sparse tensor cores read.
+  (`masks.kernel_axes`) at most N survive; store those N values and their
+  positions in the group (uint8), i.e. N/M of the values plus a small index
+  array — the layout sparse tensor cores read.
 
 `save(path, params, names, nm=None)` writes one `.npz` holding every kernel in
 `names` compressed and every other leaf dense; `load(path)` gives back the
