@@ -18,6 +18,7 @@ from flax import nnx
 
 from launch.data import Dataset
 from launch.train import SparseTraining, TrainConfig, TrainResult, accuracy, train
+from search import engine
 from sparse import allocate as alloc
 from sparse import masks as masklib
 
@@ -42,7 +43,7 @@ def prune(model: nnx.Module, data: Dataset, names, keep: int, *, allocation: str
     `finetune`, each round fine-tunes under the round's masks, the last one
     with `final` when given (recovery at the target sparsity takes longest).
     """
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    graphdef, params, rest = engine.split(model)
     leaves = masklib.named_leaves(params)
     names = [n for n in names if n in leaves]
     if not names:
@@ -54,7 +55,7 @@ def prune(model: nnx.Module, data: Dataset, names, keep: int, *, allocation: str
     probs = model.space.encode(None)
 
     def logits(p, x):
-        return nnx.merge(graphdef, p, rest, copy=True).forward(x, probs, train=False)
+        return engine.apply(graphdef, p, rest, x, probs, train=False)[0]
 
     order = np.random.default_rng(seed).permutation(len(data.x_train))[:calibration]
     calib = data.x_train[order]

@@ -1,4 +1,5 @@
-"""Pure pieces every supernet step shares: split a model, run it at an encoding, losses.
+"""Pure pieces every training step shares: split a model, run it at an encoding, losses,
+accuracy, the weight optimizer.
 
 A model travels through `jit` as `(graphdef, params, rest)`: `params` are the
 trainable `nnx.Param` leaves, `rest` everything else (BatchNorm statistics).
@@ -13,6 +14,8 @@ import optax
 from flax import nnx
 
 from nas import layers
+
+OPTIMIZERS = ("adamw", "sgd")
 
 
 def split(model: nnx.Module):
@@ -58,3 +61,23 @@ def distillation(logits, teacher_logits):
 
 def accuracy_count(logits, labels):
     return jnp.sum(jnp.argmax(logits, -1) == labels)
+
+
+def optimizer(name: str, learning_rate: float, steps: int, *, warmup_steps: int = 0,
+              min_learning_rate: float = 0.0, weight_decay: float = 0.0,
+              momentum: float = 0.9) -> optax.GradientTransformation:
+    """The weight optimizer of every training loop: `adamw` (decoupled weight decay) or
+    `sgd` (momentum, weight decay as L2 added to the gradient). The learning rate warms
+    up linearly from 0 over `warmup_steps`, then decays by a cosine from `learning_rate`
+    to `min_learning_rate` at `steps`."""
+    if warmup_steps > 0:
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, learning_rate, warmup_steps, max(steps, warmup_steps + 1), end_value=min_learning_rate)
+    else:
+        end = min_learning_rate / learning_rate if min_learning_rate else 0.0
+        schedule = optax.cosine_decay_schedule(learning_rate, max(steps, 1), alpha=end)
+    if name == "sgd":
+        return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(schedule, momentum=momentum))
+    if name == "adamw":
+        return optax.adamw(schedule, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; optimizers are {list(OPTIMIZERS)}")

@@ -32,10 +32,10 @@ def init_alpha(space, key, scale: float = 1e-3) -> dict[str, jax.Array]:
 
 def weight_optimizer(steps: int, learning_rate: float = 0.025, min_learning_rate: float = 0.001,
                      momentum: float = 0.9, weight_decay: float = 3e-4):
-    schedule = optax.cosine_decay_schedule(learning_rate, max(steps, 1),
-                                           alpha=min_learning_rate / learning_rate)
-    return optax.chain(optax.add_decayed_weights(weight_decay),
-                       optax.sgd(schedule, momentum=momentum))
+    """DARTS' weight optimizer: SGD with momentum, cosine from `learning_rate` to
+    `min_learning_rate`, L2 weight decay."""
+    return engine.optimizer("sgd", learning_rate, steps, min_learning_rate=min_learning_rate,
+                            momentum=momentum, weight_decay=weight_decay)
 
 
 def alpha_optimizer(learning_rate: float = 3e-4, b1: float = 0.5, b2: float = 0.999,
