@@ -47,19 +47,24 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(name: str, space: Space, seed: int = 0, **options) -> "Controller":
-    """The controller `name` over `space`; options are the controller's keyword arguments."""
+def get(name: str, space: Space, seed: int = 0, **kwargs) -> "Controller":
+    """The controller `name` over `space`; `kwargs` are the controller's options."""
+    valid = options(name)
+    for option in kwargs:
+        if option not in valid:
+            raise ValueError(f"controller {name!r} has no option {option!r}"
+                             f"{closest(option, valid)}; its options are {valid}")
+    return _REGISTRY[name](space, seed=seed, **kwargs)
+
+
+def options(name: str) -> list[str]:
+    """The keyword options of controller `name` (its and its bases' constructor arguments)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown controller {name!r}{closest(name, _REGISTRY)}; "
                          f"controllers are {names()}")
-    cls = _REGISTRY[name]
-    valid = {p for klass in cls.__mro__ if klass is not object
-             for p in inspect.signature(klass.__init__).parameters} - {"self", "space", "seed", "kw"}
-    for option in options:
-        if option not in valid:
-            raise ValueError(f"controller {name!r} has no option {option!r}"
-                             f"{closest(option, valid)}; its options are {sorted(valid)}")
-    return cls(space, seed=seed, **options)
+    return sorted({p for klass in _REGISTRY[name].__mro__ if klass is not object
+                   for p in inspect.signature(klass.__init__).parameters}
+                  - {"self", "space", "seed", "kw"})
 
 
 def _positive_int(owner: str, field: str, value) -> int:

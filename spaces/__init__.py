@@ -9,6 +9,7 @@ A user's own space is a `Space` subclass (or a factory returning one) passed to
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from spaces.core import Arch, Space, closest
@@ -28,6 +29,17 @@ def register(name: str, factory: Callable[..., Space] | None = None, *, overwrit
 
 def names() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def options(name: str) -> dict[str, object]:
+    """The options of space `name`: its factory's keyword arguments with their defaults."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown space {name!r}{closest(name, _REGISTRY)}; "
+                         f"spaces are {names()}")
+    factory = _REGISTRY[name]
+    signature = inspect.signature(factory.__init__ if isinstance(factory, type) else factory)
+    return {p.name: p.default for p in signature.parameters.values()
+            if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def get(name: str, **options) -> Space:
@@ -55,4 +67,4 @@ def from_dict(description: dict) -> Space:
 
 from spaces import cnn1d, convnet, mlp, nb201, vit  # noqa: E402, F401  (each registers itself)
 
-__all__ = ["Arch", "Space", "from_dict", "get", "names", "register"]
+__all__ = ["Arch", "Space", "from_dict", "get", "names", "options", "register"]
