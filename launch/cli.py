@@ -1,14 +1,18 @@
 """The `nas` command line.
 
     nas spaces                       list the search spaces with their sizes
-    nas spaces show NAME             choices, size, min/max params and FLOPs
-    nas train --space S (--arch ARCH.json | --sample SEED) [--data D]
+    nas spaces show NAME             options, choices, size, min/max params and FLOPs
+    nas config [SECTION]             every config field with its default and help
+    nas train (--arch ARCH.json | --sample SEED) [--space S] [--space-options JSON] [--out DIR]
                                      train one fixed architecture from scratch
     nas search CONFIG.yaml [--out RUN_DIR] [--set key=value ...]
                                      supernet → search → retrain → test → export
 
-Bad input prints one line `nas: error: …` and exits with status 2 (NAS_DEBUG=1 shows
-the traceback instead).
+Flags are named like the config fields they set (`--space-options` is `space.options`,
+`--learning-rate` is `retrain.learning_rate`, …) and default to them. Bad input — a
+missing or corrupt file, bad JSON or YAML, an unknown key or name — prints one line
+`nas: error: …` and exits with status 2 (NAS_DEBUG=1 shows the traceback instead, but
+for mistyped arguments).
 """
 from __future__ import annotations
 
@@ -18,7 +22,10 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 from launch import __version__ as _VERSION
+from launch import config as configs
 
 
 class UsageError(Exception):
@@ -39,45 +46,65 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sp = commands.add_parser("spaces", help="list search spaces, or show one",
                              description="List the registered search spaces with their sizes, "
-                             "or show one space's choices and cost range.")
+                             "or show one space's options, choices and cost range.")
     sp_sub = sp.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
-    show = sp_sub.add_parser("show", help="choices, size, min/max params and FLOPs of a space",
-                             description="Show a space's choices, its size, and the smallest and "
-                             "largest parameter counts and FLOPs (multiply-accumulates).")
+    show = sp_sub.add_parser("show", help="options, choices, size, min/max params and FLOPs of a space",
+                             description="Show a space's options (its keyword arguments: "
+                             "`space.options` in a config), its choices, its size, and the smallest "
+                             "and largest parameter counts and FLOPs (multiply-accumulates).")
     show.add_argument("name", help="space name (see `nas spaces`)")
+    show.add_argument("--space-options", type=_mapping, default={}, metavar="JSON",
+                      help='the space with these options, e.g. \'{"norm": "batch"}\'')
     show.add_argument("--input-shape", type=_shape, default=None,
                       help="input shape without batch, e.g. 32,32,3 (default: the space's)")
     show.add_argument("--num-classes", type=int, default=None, help="outputs (default: the space's)")
 
+    co = commands.add_parser("config", help="every config field with its default and help",
+                             description="Print the config fields of `nas search` as commented "
+                             "YAML: each field's default and help (a valid config to start from).")
+    co.add_argument("section", nargs="?", help="one section, e.g. supernet (default: all)")
+
+    defaults = configs.Config()
+    rc, dc = configs.RetrainConfig(), defaults.data
     tr = commands.add_parser("train", help="train one fixed architecture from scratch",
                              description="Train one architecture from scratch (the baseline every "
-                             "search is compared with) and print its test accuracy.")
-    tr.add_argument("--space", help="space name; optional when --arch names its space")
+                             "search is compared with) and print its test accuracy. Flags are the "
+                             "config's space.*, data.*, retrain.* and seed fields, with their "
+                             "defaults (`nas config retrain`).")
     which = tr.add_mutually_exclusive_group(required=True)
-    which.add_argument("--arch", type=Path, help="JSON file: {choice: option} or an arch.json "
-                       "export ({\"space\": …, \"choices\": {…}})")
+    which.add_argument("--arch", type=Path, help="JSON file {choice: option}, or an export: its "
+                       "arch.json or directory (run/best, or a `nas train --out` dir), whose space "
+                       "and space options are used")
     which.add_argument("--sample", type=int, metavar="SEED", help="train the space's random arch "
                        "drawn with this seed")
-    tr.add_argument("--data", default="mnist1d", help="digits | mnist1d | npz | synthetic "
-                    "(default: mnist1d)")
-    tr.add_argument("--data-path", help="file for --data npz (x_train, y_train, x_test, y_test)")
-    tr.add_argument("--val-fraction", type=float, default=0.1,
-                    help="share of the training split held out for validation (default: 0.1)")
-    tr.add_argument("--epochs", type=int, default=100, help="default: 100")
-    tr.add_argument("--batch-size", type=int, default=128, help="default: 128")
-    tr.add_argument("--lr", type=float, default=1e-2, help="AdamW peak learning rate "
-                    "(cosine decay; default: 0.01)")
-    tr.add_argument("--weight-decay", type=float, default=1e-4, help="default: 1e-4")
-    tr.add_argument("--seed", type=int, default=0, help="init, split and batch-order seed "
-                    "(default: 0)")
-    tr.add_argument("--out", type=Path, help="write arch.json with the metrics into this directory")
+    tr.add_argument("--space", help="space.name; optional when --arch names its space")
+    tr.add_argument("--space-options", type=_mapping, metavar="JSON",
+                    help='space.options, e.g. \'{"norm": "batch"}\' (over an export\'s own)')
+    tr.add_argument("--data", help=f"data.name (default: {dc.name})")
+    tr.add_argument("--data-path", help="data.path: the file for --data npz (x_train, y_train, "
+                    "x_test, y_test)")
+    tr.add_argument("--data-options", type=_mapping, metavar="JSON", help="data.options")
+    tr.add_argument("--val-fraction", type=float, help="data.val_fraction: share of the training "
+                    f"split held out for validation (default: {dc.val_fraction})")
+    tr.add_argument("--epochs", type=int, help=f"retrain.epochs (default: {rc.epochs})")
+    tr.add_argument("--batch-size", type=int, help=f"retrain.batch_size (default: {rc.batch_size})")
+    tr.add_argument("--learning-rate", "--lr", type=float, help="retrain.learning_rate: AdamW "
+                    f"peak, cosine decay to 0 (default: {rc.learning_rate})")
+    tr.add_argument("--warmup-epochs", type=float,
+                    help=f"retrain.warmup_epochs (default: {rc.warmup_epochs})")
+    tr.add_argument("--weight-decay", type=float,
+                    help=f"retrain.weight_decay (default: {rc.weight_decay})")
+    tr.add_argument("--seed", type=int, help=f"seed: init, split and batch order (default: "
+                    f"{defaults.seed})")
+    tr.add_argument("--out", type=Path, help="export directory: arch.json with the metrics and "
+                    "weights/, loadable like run/best (`launch.run.load_export`)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
 
     se = commands.add_parser("search", help="search an architecture end to end",
                              description="Train a supernet, search it, retrain the chosen "
                              "architecture, test it and export it (see examples/*.yaml). An "
                              "existing run dir with the same config is resumed.")
-    se.add_argument("config", type=Path, help="YAML config (see examples/)")
+    se.add_argument("config", type=Path, help="YAML config (see examples/ and `nas config`)")
     se.add_argument("--out", type=Path, help="run directory (default: runs/<config name>)")
     se.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override one config field, e.g. --set search.max_params=5000 "
@@ -86,11 +113,21 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _mapping(text: str) -> dict:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"not a JSON object: {text!r}")
+    return value
+
+
 def _shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}")
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
     return shape
 
 
@@ -101,9 +138,19 @@ def _fmt(n: int) -> str:
 def cmd_spaces(args) -> None:
     import spaces
     if args.action == "show":
-        space = spaces.get(args.name).bind(args.input_shape, args.num_classes)
+        defaults = spaces.options(args.name)
+        space = configs.space(args.name, args.space_options)
+        space = space.bind(args.input_shape, args.num_classes)
         print(f"space {space.name}: {len(space.names)} choices, {_fmt(space.size())} architectures")
         print(f"input {space.input_shape}, {space.num_classes} classes")
+        if defaults:
+            print("options (space.options):")
+            width = max(len(k) for k in defaults)
+            for key, default in defaults.items():
+                value = space.config.get(key, default)
+                note = "" if value == default else f"  (default {configs.to_yaml(default)})"
+                print(f"  {key:<{width}}  {configs.to_yaml(value)}{note}")
+        print("choices:")
         width = max(len(k) for k in space.names)
         for key, options in space.choices.items():
             print(f"  {key:<{width}}  {', '.join(map(str, options))}")
@@ -118,58 +165,79 @@ def cmd_spaces(args) -> None:
         print(f"{name:<10} {len(space.names):>8} {_fmt(space.size()):>22}")
 
 
-def _read_arch(args):
-    import spaces
-    if args.arch is None:
-        if not args.space:
-            raise UsageError("nas train: --sample needs --space")
-        space = spaces.get(args.space)
-        return space, space.sample(seed=args.sample)
+def cmd_config(args) -> None:
+    print(configs.describe(args.section))
+
+
+_SPARSITY_CONFIG = ("sparsity_levels", "sparsity_kernels")  # searched sparsity: nas train trains dense
+
+
+def _read_arch(path: Path) -> tuple[dict, str | None, dict]:
+    """(choices, space name or None, space options) of an --arch file or export directory."""
+    file = path / "arch.json" if path.is_dir() else path
     try:
-        content = json.loads(args.arch.read_text())
+        content = json.loads(file.read_text())
     except FileNotFoundError:
-        raise UsageError(f"nas train: --arch file {str(args.arch)!r} does not exist") from None
+        raise UsageError(f"nas train: --arch file {str(file)!r} does not exist") from None
     except json.JSONDecodeError as err:
-        raise UsageError(f"nas train: --arch file {str(args.arch)!r} is not JSON ({err})") from None
+        raise UsageError(f"nas train: --arch file {str(file)!r} is not JSON ({err})") from None
     if not isinstance(content, dict):
-        raise UsageError(f"nas train: --arch file {str(args.arch)!r} must hold a JSON object")
-    named = content.get("space") if "choices" in content else None
-    if named and args.space and named != args.space:
-        raise UsageError(f"nas train: --arch file is for space {named!r}, not --space {args.space!r}")
-    name = args.space or named
-    if not name:
-        raise UsageError("nas train: give --space (the arch file does not name its space)")
-    space = spaces.get(name)
-    return space, space.validate(content.get("choices", content))
+        raise UsageError(f"nas train: --arch file {str(file)!r} must hold a JSON object")
+    if "choices" not in content:
+        return content, None, {}
+    choices, described = content["choices"], content.get("space_config", {})
+    if not isinstance(choices, dict) or not isinstance(described, dict) \
+            or not isinstance(described.get("config", {}), dict):
+        raise UsageError(f"nas train: --arch file {str(file)!r} is not an export: `choices` must "
+                         "be an object and `space_config` a space description")
+    options = {k: v for k, v in described.get("config", {}).items() if k not in _SPARSITY_CONFIG}
+    return choices, content.get("space", described.get("name")), options
 
 
 def cmd_train(args) -> None:
     import nas
-    from launch import data as datasets
-    from launch.files import write_json_atomic
+    from launch.run import save_export
     from launch.train import TrainConfig, train
 
-    space, arch = _read_arch(args)
-    options = {"path": args.data_path} if args.data_path else {}
-    data = datasets.load(args.data, seed=args.seed, val_fraction=args.val_fraction, **options)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                      weight_decay=args.weight_decay, seed=args.seed)
+    choices, named, options = _read_arch(args.arch) if args.arch else (None, None, {})
+    if named and args.space and named != args.space:
+        raise UsageError(f"nas train: --arch file is for space {named!r}, not --space {args.space!r}")
+    name = args.space or named
+    if not name:
+        raise UsageError("nas train: --sample needs --space" if args.arch is None else
+                         "nas train: give --space (the arch file does not name its space)")
+    given = {"space": {"name": name, "options": {**options, **(args.space_options or {})}},
+             "data": {"name": args.data, "path": args.data_path, "options": args.data_options,
+                      "val_fraction": args.val_fraction},
+             "retrain": {"epochs": args.epochs, "batch_size": args.batch_size,
+                         "learning_rate": args.learning_rate, "warmup_epochs": args.warmup_epochs,
+                         "weight_decay": args.weight_decay},
+             "seed": args.seed}
+    raw = {k: {f: v for f, v in body.items() if v is not None} if isinstance(body, dict) else body
+           for k, body in given.items() if body is not None}
+    cfg = configs.from_dict(raw)
+    space = configs.space(cfg.space.name, cfg.space.options)
+    arch = space.sample(seed=args.sample) if choices is None else space.validate(choices)
+    data = configs.dataset(cfg)
+    train_cfg = TrainConfig.from_config(cfg)
     bound = space.bind(data.input_shape, data.num_classes)
-    model = nas.supernet(bound.fix(arch), seed=args.seed)
+    model = nas.supernet(bound.fix(arch), seed=cfg.seed)
     params, flops = bound.params(arch), bound.flops(arch)
     print(data.summary())
-    print(f"{space.name} arch {json.dumps(arch)}")
+    print(f"{space.name} arch {json.dumps(arch)}" + (f" (options {json.dumps(space.config)})"
+                                                     if cfg.space.options else ""))
     print(f"params {_fmt(params)}, FLOPs {_fmt(flops)} (multiply-accumulates per example)")
-    result = train(model, data, cfg, progress=not args.quiet)
-    print(f"trained {cfg.epochs} epochs in {result.seconds:.1f} s: "
+    result = train(model, data, train_cfg, progress=not args.quiet)
+    print(f"trained {train_cfg.epochs} epochs in {result.seconds:.1f} s: "
           f"val accuracy {result.val_accuracy:.4f}, test accuracy {result.test_accuracy:.4f}")
     if args.out:
-        write_json_atomic(args.out / "arch.json", {
+        save_export(args.out, result.model, {
             "space": space.name, "choices": arch, "params": params, "flops": flops,
             "metrics": {"val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
                         "train_seconds": result.seconds},
-            "data": args.data, "train": vars(cfg), "engine": f"jaxnas {_VERSION}"})
-        print(f"wrote {args.out / 'arch.json'}")
+            "data": cfg.data.name, "retrain": vars(train_cfg), "space_config": bound.to_dict(),
+            "engine": f"jaxnas {_VERSION}"})
+        print(f"wrote {args.out} (arch.json + Orbax weights)")
 
 
 def cmd_search(args) -> None:
@@ -183,22 +251,17 @@ def cmd_search(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    commands = {"spaces": cmd_spaces, "config": cmd_config, "train": cmd_train, "search": cmd_search}
     try:
         args = _build_parser().parse_args(argv)
-        if args.command == "spaces":
-            cmd_spaces(args)
-        elif args.command == "train":
-            cmd_train(args)
-        elif args.command == "search":
-            cmd_search(args)
+        commands[args.command](args)
         return 0
-    except UsageError as err:
-        print(f"{err}", file=sys.stderr)
-        return 2
-    except ValueError as err:
-        if os.environ.get("NAS_DEBUG"):
+    except (UsageError, ValueError, OSError) as err:
+        # Anticipated failures: bad flags, configs, files (missing, corrupt, unreadable).
+        if os.environ.get("NAS_DEBUG") and not isinstance(err, UsageError):
             raise
-        print(f"nas: error: {err}", file=sys.stderr)
+        message = str(err) if isinstance(err, UsageError) else f"nas: error: {err}"
+        print(" ".join(message.split()), file=sys.stderr)
         return 2
 
 

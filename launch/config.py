@@ -1,13 +1,24 @@
 """The `nas search` configuration: a YAML file, validated field by field.
 
-Every field is documented below with its default. An unknown key is an error
-that names the closest valid key; a wrong type or value names the field, the
-value and what is allowed. `--set section.field=value` overrides one field
-(the value is read as YAML: `--set search.max_params=5000`).
+Every field is below with its default; the comment beside a field is its help
+(`nas config [SECTION]` prints them all). Names — spaces, data sets, supernet
+methods, controllers, sparse updaters, allocations, distributions — are checked
+against their registries, and each controller's or updater's options by the
+registry itself. An unknown key or name is an error that names the closest valid
+one; a wrong type or value names the field, the value and what is allowed.
+`--set section.field=value` overrides one field (the value is read as YAML:
+`--set search.max_params=5000`). Defaults that depend on `supernet.method` are
+filled in when the config is built (`SUPERNET_DEFAULTS`), so a run's
+`config.yaml` shows the numbers actually used.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import io
+import textwrap
+import tokenize
 import types
 import typing
 from pathlib import Path
@@ -15,39 +26,62 @@ from typing import Mapping
 
 import yaml
 
-from spaces.core import closest
+import spaces
+import sparse
+from launch import data as datasets
+from search import controllers, oneshot, samplers
+from spaces.core import Space, closest
 
-SAMPLED = ("uniform", "sandwich")
-GRADIENT = ("darts", "darts_sparsemax", "drnas", "gdas")
+SAMPLED = oneshot.RULES  # sampled one-shot training rules; every registered sampler is a gradient method
+
+
+def is_gradient(method: str) -> bool:
+    """Whether `supernet.method` is a gradient (TangleNAS) method: a registered sampler."""
+    return method in samplers.names()
+
+
+# `supernet.learning_rate` / `supernet.weight_decay` left null take their method's value:
+SUPERNET_DEFAULTS = {
+    "sampled": {"learning_rate": 0.01, "weight_decay": 1e-4},    # AdamW peak after warm-up, cosine to 0
+    "gradient": {"learning_rate": 0.025, "weight_decay": 3e-4},  # DARTS: SGD momentum 0.9, cosine
+}
 
 
 @dataclasses.dataclass
 class SpaceConfig:
     name: str = "cnn1d"                 # a registered space (`nas spaces`)
     options: dict = dataclasses.field(default_factory=dict)  # keyword arguments of the space
+    #                                     (`nas spaces show NAME` lists them), e.g. {norm: batch}
 
 
 @dataclasses.dataclass
 class DataConfig:
-    name: str = "mnist1d"               # digits | mnist1d | npz | synthetic
-    path: str | None = None             # file for npz
+    name: str = "mnist1d"               # a registered data set (generated or shipped, never downloaded)
+    path: str | None = None             # file for npz (x_train, y_train, x_test, y_test)
     val_fraction: float = 0.2           # share of train held out: search validation split
     options: dict = dataclasses.field(default_factory=dict)  # loader keyword arguments
 
 
 @dataclasses.dataclass
 class SupernetConfig:
-    method: str = "sandwich"            # uniform | sandwich | darts | darts_sparsemax | drnas | gdas
+    method: str = "sandwich"            # sampled one-shot rule, or gradient sampler (TangleNAS: weights
+    #                                     and α alternate on the two halves of the training split)
     epochs: int = 30                    # passes over the (weight) training data
-    batch_size: int = 128
-    learning_rate: float | None = None  # sampled: AdamW peak (0.01); gradient: SGD start (0.025)
+    batch_size: int = 128               # examples per step
+    learning_rate: float | None = None  # sampled: AdamW peak; gradient: SGD start
     min_learning_rate: float = 0.001    # gradient methods: cosine end
-    weight_decay: float | None = None   # sampled: AdamW 1e-4; gradient: SGD 3e-4
+    weight_decay: float | None = None   # sampled: AdamW (decoupled); gradient: SGD (L2)
     warmup_epochs: float = 1.0          # sampled methods: linear warm-up
     num_random: int = 2                 # sandwich: random sub-networks per batch
     distill: bool = True                # sandwich: in-place distillation from the max net
     arch_learning_rate: float = 3e-4    # gradient methods: Adam on α
     arch_weight_decay: float = 1e-3     # gradient methods: L2 on α
+
+    def __post_init__(self):
+        kind = "gradient" if is_gradient(self.method) else "sampled" if self.method in SAMPLED else None
+        for name, value in SUPERNET_DEFAULTS.get(kind, {}).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
 
 @dataclasses.dataclass
@@ -78,11 +112,11 @@ class RetrainConfig:
     mode: str = "scratch"               # scratch (new weights) | finetune (inherited weights)
     space_options: dict = dataclasses.field(default_factory=dict)  # override space options of
     #                                     the retrained model (same choices), e.g. {norm: none}
-    epochs: int = 100
-    batch_size: int = 128
+    epochs: int = 100                   # passes over the training split
+    batch_size: int = 128               # examples per step
     learning_rate: float = 0.01         # AdamW peak, cosine to 0
-    warmup_epochs: float = 2.0
-    weight_decay: float = 1e-4
+    warmup_epochs: float = 2.0          # linear warm-up before the cosine
+    weight_decay: float = 1e-4          # AdamW, decoupled
 
 
 @dataclasses.dataclass
@@ -91,15 +125,15 @@ class SparseConfig:
     levels: list = dataclasses.field(default_factory=list)  # searchable sparsities (≥ 1 level
     #                                     adds the choice `sparsity`); empty: fixed at `sparsity`
     per: str = "model"                  # model: one sparsity choice; layer: one per kernel
-    method: str = "rigl"                # DST updater of the supernet: static | set | rigl | granet
-    #                                     | gmp | magnitude | lamp (`sparse.updaters`)
-    distribution: str = "erk"           # uniform | er | erk: densities of a random sparse start
+    method: str = "rigl"                # DST updater of the supernet (`sparse.updaters`)
+    options: dict = dataclasses.field(default_factory=dict)  # more options of the updater, e.g.
+    #                                     nm: {n: 2, m: 8}; they override the fields below
+    distribution: str = "erk"           # per-layer densities of a random sparse start
     update_every: int = 100             # ΔT: steps between mask updates
     drop_fraction: float = 0.3          # set / rigl: α, cosine-decayed
     first_layer: bool = True            # prune the input layer's kernel
     last_layer: bool = True             # prune the classifier's kernel
-    allocation: str = "dp"              # per-layer sparsity of the pick: dp | uniform | erk |
-    #                                     global | lamp
+    allocation: str = "dp"              # per-layer sparsity of the pick (`sparse.allocate`)
     grid: int = 50                      # sparsity levels 0 … 0.98 of the distortion curves
     calibration: int = 1024             # training examples the distortion curves are measured on
     rounds: int = 3                     # prune-then-fine-tune rounds to the target (geometric)
@@ -111,26 +145,33 @@ class SparseConfig:
 @dataclasses.dataclass
 class Config:
     seed: int = 0                       # init, splits, sampling, controller
-    space: SpaceConfig = dataclasses.field(default_factory=SpaceConfig)
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    supernet: SupernetConfig = dataclasses.field(default_factory=SupernetConfig)
-    search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
-    retrain: RetrainConfig = dataclasses.field(default_factory=RetrainConfig)
-    sparse: SparseConfig = dataclasses.field(default_factory=SparseConfig)
+    space: SpaceConfig = dataclasses.field(default_factory=SpaceConfig)  # the search space
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)  # the data set and its splits
+    supernet: SupernetConfig = dataclasses.field(default_factory=SupernetConfig)  # supernet training
+    search: SearchConfig = dataclasses.field(default_factory=SearchConfig)  # controller and budgets
+    retrain: RetrainConfig = dataclasses.field(default_factory=RetrainConfig)  # the top candidates
+    #                                     trained again and tested
+    sparse: SparseConfig = dataclasses.field(default_factory=SparseConfig)  # sparse joint search
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-_CHOICES = {
-    "supernet.method": SAMPLED + GRADIENT,
-    "search.controller": ("auto", "argmax", "random", "aging", "autoformer", "nsga2"),
-    "retrain.mode": ("scratch", "finetune"),
-    "sparse.per": ("model", "layer"),
-    "sparse.method": ("static", "set", "rigl", "granet", "gmp", "magnitude", "lamp"),
-    "sparse.distribution": ("uniform", "er", "erk"),
-    "sparse.allocation": ("dp", "uniform", "erk", "global", "lamp"),
-}
+def choices() -> dict[str, tuple]:
+    """The allowed values of every name field, asked of the registries."""
+    return {
+        "space.name": tuple(spaces.names()),
+        "data.name": tuple(datasets.names()),
+        "supernet.method": tuple(SAMPLED) + tuple(samplers.names()),
+        "search.controller": ("auto", "argmax", *controllers.names()),
+        "retrain.mode": ("scratch", "finetune"),
+        "sparse.per": ("model", "layer"),
+        "sparse.method": tuple(sparse.updaters.names()),
+        "sparse.distribution": tuple(sparse.masks.DISTRIBUTIONS),
+        "sparse.allocation": tuple(sparse.allocate.METHODS),
+    }
+
+
 _OBJECTIVES = ("accuracy", "params", "flops", "nonzero")
 _POSITIVE = {"supernet.epochs", "supernet.batch_size", "search.evaluations", "search.generation",
              "search.population", "search.sample", "search.parents", "search.calibration",
@@ -184,10 +225,53 @@ def _build(cls, raw: Mapping, prefix: str):
     return cls(**values)
 
 
+def space(name: str, options: Mapping, field: str = "space.options") -> Space:
+    """The registered space `name` with `options`, every option checked against the
+    space's own keyword arguments (`spaces.options`); errors name `field`."""
+    known = spaces.options(name)
+    for key in options:
+        if key not in known:
+            raise ValueError(f"config {field}: space {name!r} has no option {key!r}"
+                             f"{closest(str(key), known)}; its options are {sorted(known)}")
+    try:
+        return spaces.get(name, **options)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"config {field} = {dict(options)!r}: {err}") from None
+
+
+def dataset(cfg: Config) -> datasets.Dataset:
+    """The data set of the `data` section, split by `seed`."""
+    options = {**cfg.data.options, **({"path": cfg.data.path} if cfg.data.path else {})}
+    return datasets.load(cfg.data.name, seed=cfg.seed, val_fraction=cfg.data.val_fraction, **options)
+
+
+def controller(cfg: Config) -> tuple[str, dict]:
+    """(name, options) of the search controller: `auto` resolved (argmax for gradient
+    methods, aging otherwise), and the `search` fields the controller takes."""
+    name = cfg.search.controller
+    if name == "auto":
+        name = "argmax" if is_gradient(cfg.supernet.method) else "aging"
+    if name == "argmax":
+        return name, {}
+    fields = dataclasses.asdict(cfg.search)
+    return name, {k: fields[k] for k in controllers.options(name) if k in fields}
+
+
+def updater(cfg: Config, sparsity: float, total_steps: int) -> sparse.Updater:
+    """The supernet's DST updater: `sparse.method` with the `sparse` fields it takes,
+    then `sparse.options` (an unknown option names the closest one)."""
+    sc = cfg.sparse
+    fields = {"sparsity": sparsity, "total_steps": total_steps, "update_every": sc.update_every,
+              "distribution": sc.distribution, "drop_fraction": sc.drop_fraction, "seed": cfg.seed}
+    valid = sparse.updaters.options(sc.method)
+    return sparse.updaters.get(sc.method, **{k: v for k, v in fields.items() if k in valid},
+                               **sc.options)
+
+
 def _check(cfg: Config) -> None:
     flat = {f"{section}.{k}": v for section, body in cfg.to_dict().items()
             if isinstance(body, dict) for k, v in body.items()}
-    for path, allowed in _CHOICES.items():
+    for path, allowed in choices().items():
         if flat[path] not in allowed:
             raise ValueError(f"config {path} = {flat[path]!r} is not allowed; "
                              f"choose one of {list(allowed)}{closest(str(flat[path]), allowed)}")
@@ -204,13 +288,10 @@ def _check(cfg: Config) -> None:
     if not 0.0 <= cfg.search.mutation_prob <= 1.0:
         raise ValueError(f"config search.mutation_prob = {cfg.search.mutation_prob!r}: "
                          "must be in [0, 1]")
-    gradient = cfg.supernet.method in GRADIENT
+    gradient = is_gradient(cfg.supernet.method)
     if cfg.search.controller == "argmax" and not gradient:
         raise ValueError(f"config search.controller = 'argmax' needs a gradient supernet.method "
-                         f"({list(GRADIENT)}), not {cfg.supernet.method!r}")
-    if cfg.search.sample > cfg.search.population:
-        raise ValueError(f"config search.sample = {cfg.search.sample} must be ≤ "
-                         f"search.population = {cfg.search.population}")
+                         f"({samplers.names()}), not {cfg.supernet.method!r}")
     objectives = cfg.search.objectives
     if not objectives or objectives[0] != "accuracy" or any(o not in _OBJECTIVES for o in objectives) \
             or len(set(objectives)) != len(objectives):
@@ -219,6 +300,15 @@ def _check(cfg: Config) -> None:
     if cfg.retrain.mode == "finetune" and cfg.retrain.space_options:
         raise ValueError("config retrain.space_options needs retrain.mode = 'scratch': inherited "
                          "weights only fit the supernet's own space")
+    space(cfg.space.name, cfg.space.options)
+    if cfg.retrain.space_options:
+        space(cfg.space.name, {**cfg.space.options, **cfg.retrain.space_options}, "retrain.space_options")
+    name, options = controller(cfg)
+    if name != "argmax":
+        try:
+            controllers.get(name, Space.from_choices({"probe": (0, 1)}), seed=cfg.seed, **options)
+        except ValueError as err:
+            raise ValueError(f"config search.controller = {name!r}: {err}") from None
     _check_sparse(cfg)
     if cfg.search.min_params and cfg.search.max_params and cfg.search.min_params > cfg.search.max_params:
         raise ValueError(f"config search.min_params = {cfg.search.min_params} exceeds "
@@ -243,17 +333,22 @@ def _check_sparse(cfg: Config) -> None:
         raise ValueError(f"config sparse.levels = {sc.levels!r}: repeats a level")
     if sc.drop_fraction > 1.0:
         raise ValueError(f"config sparse.drop_fraction = {sc.drop_fraction!r}: must be in [0, 1]")
-    sparse = bool(sparse_levels(cfg))
-    if sparse and cfg.supernet.method in GRADIENT:
+    levels = sparse_levels(cfg)
+    if levels and is_gradient(cfg.supernet.method):
         raise ValueError(f"config sparse: sparse joint search trains the supernet by sampling; "
                          f"supernet.method = {cfg.supernet.method!r} must be one of {list(SAMPLED)}")
     if sc.levels and sc.sparsity:
         raise ValueError(f"config sparse: set either sparse.sparsity = {sc.sparsity} (fixed) or "
                          f"sparse.levels = {sc.levels} (searched), not both")
     uses_nonzero = cfg.search.max_nonzero is not None or "nonzero" in cfg.search.objectives
-    if uses_nonzero and not sparse:
+    if uses_nonzero and not levels:
         raise ValueError("config search.max_nonzero / objective 'nonzero' need a sparse search: "
                          "set sparse.sparsity or sparse.levels")
+    if levels:
+        try:
+            updater(cfg, levels[0], total_steps=1)
+        except ValueError as err:
+            raise ValueError(f"config sparse.method = {sc.method!r}: {err}") from None
 
 
 def _set(raw: dict, assignment: str) -> None:
@@ -311,3 +406,64 @@ def load(path: Path | str, overrides: typing.Sequence[str] = ()) -> Config:
 
 def dump(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def field_help(cls) -> dict[str, str]:
+    """{field: help} of the dataclass `cls`: the comment beside each field, continued on
+    the comment-only lines right below it."""
+    source = textwrap.dedent(inspect.getsource(cls))
+    lines = source.splitlines()
+    comments = {token.start[0]: token.string.lstrip("#").strip()
+                for token in tokenize.generate_tokens(io.StringIO(source).readline)
+                if token.type == tokenize.COMMENT}
+    out = {}
+    for node in ast.parse(source).body[0].body:
+        if not isinstance(node, ast.AnnAssign):
+            continue
+        parts, line = [], node.lineno
+        while line <= len(lines) and (line <= node.end_lineno or lines[line - 1].lstrip().startswith("#")):
+            if comments.get(line):
+                parts.append(comments[line])
+            line += 1
+        out[node.target.id] = " ".join(parts)
+    return out
+
+
+def to_yaml(value) -> str:
+    """`value` as one line of flow-style YAML."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**9).strip()
+    return text.removesuffix("...").strip()  # a scalar document ends with a `...` marker
+
+
+def describe(section: str | None = None) -> str:
+    """Every field (or one section's) as commented YAML: its default and its help, with the
+    allowed names of name fields from their registries. The output is a valid config."""
+    allowed = choices()
+    top = {f.name: f for f in dataclasses.fields(Config)}
+    if section is not None and section not in top:
+        raise ValueError(f"unknown config section {section!r}{closest(section, top)}; "
+                         f"sections are {list(top)}")
+    hints, helps = typing.get_type_hints(Config), field_help(Config)
+    rows: list[tuple[str, str]] = []  # (YAML text, help)
+    for name, f in top.items():
+        if section is not None and name != section:
+            continue
+        cls = hints[name]
+        if not dataclasses.is_dataclass(cls):
+            rows.append((f"{name}: {to_yaml(f.default)}", helps[name]))
+            continue
+        rows.append((f"{name}:", helps[name]))
+        sub_helps = field_help(cls)
+        for sub in dataclasses.fields(cls):
+            path = f"{name}.{sub.name}"
+            default = sub.default_factory() if sub.default_factory is not dataclasses.MISSING \
+                else sub.default
+            text = sub_helps[sub.name]
+            if path in allowed:
+                text += f"; one of: {', '.join(map(str, allowed[path]))}"
+            if name == "supernet" and sub.name in SUPERNET_DEFAULTS["sampled"]:
+                text += "; null: the method's default (" + ", ".join(
+                    f"{kind} {values[sub.name]}" for kind, values in SUPERNET_DEFAULTS.items()) + ")"
+            rows.append((f"  {sub.name}: {to_yaml(default)}", text))
+    width = max(len(text) for text, _ in rows) + 2
+    return "\n".join(f"{text:<{width}}# {help_}" if help_ else text for text, help_ in rows)

@@ -35,7 +35,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm.auto import tqdm
@@ -43,7 +42,6 @@ from tqdm.auto import tqdm
 import nas
 import spaces
 import sparse
-from nas import surgery
 from launch import __version__ as VERSION
 from launch import config as configs
 from launch import data as datasets
@@ -52,6 +50,7 @@ from launch.data import Batches
 from launch.files import write_json_atomic, write_text_atomic
 from launch.prune import prune
 from launch.train import SparseTraining, TrainConfig, prunable_kernels, train
+from nas import surgery
 from search import controllers, engine, gradient, oneshot, samplers
 from search.population import PopulationEvaluator
 from sparse import masks as masklib
@@ -175,7 +174,7 @@ class SupernetPhase:
                  constraint, model, sparse_setup: SparseSetup | None = None):
         self.cfg, self.space, self.data = cfg, space, data
         sc = cfg.supernet
-        self.gradient = sc.method in configs.GRADIENT
+        self.gradient = configs.is_gradient(sc.method)
         self.model = model
         self.sparse = sparse_setup
         self.graphdef, params, rest = engine.split(self.model)
@@ -191,10 +190,8 @@ class SupernetPhase:
         self.steps = sc.epochs * self.batches.steps_per_epoch
         key = jax.random.key(cfg.seed)
         if self.gradient:
-            tx = gradient.weight_optimizer(
-                self.steps, sc.learning_rate if sc.learning_rate is not None else 0.025,
-                sc.min_learning_rate, weight_decay=sc.weight_decay if sc.weight_decay is not None
-                else 3e-4)
+            tx = gradient.weight_optimizer(self.steps, sc.learning_rate, sc.min_learning_rate,
+                                           weight_decay=sc.weight_decay)
             alpha_tx = gradient.alpha_optimizer(sc.arch_learning_rate, weight_decay=sc.arch_weight_decay)
             alpha = gradient.init_alpha(space, jax.random.fold_in(key, 1))
             self.sampler = samplers.get(sc.method)
@@ -204,11 +201,8 @@ class SupernetPhase:
                           "alpha_opt": alpha_tx.init(alpha), "key": jax.random.key_data(key)}
         else:
             warmup = int(sc.warmup_epochs * self.batches.steps_per_epoch)
-            schedule = optax.warmup_cosine_decay_schedule(
-                0.0, sc.learning_rate if sc.learning_rate is not None else 0.01, max(warmup, 1),
-                max(self.steps, warmup + 1))
-            tx = optax.adamw(schedule, weight_decay=sc.weight_decay if sc.weight_decay is not None
-                             else 1e-4)
+            tx = engine.optimizer("adamw", sc.learning_rate, self.steps, warmup_steps=max(warmup, 1),
+                                  weight_decay=sc.weight_decay)
             size = space.params
             if sparse_setup is not None:
                 tx = sparse.wrap(tx, _updater(cfg, sparse_setup, self.steps), sparse_setup.names)
@@ -293,12 +287,8 @@ class SupernetPhase:
 
 def _updater(cfg: configs.Config, setup: SparseSetup, steps: int) -> sparse.Updater:
     """The supernet's DST updater at the lowest sparsity any arch uses."""
-    sc = cfg.sparse
     base = min(setup.levels.options) if setup.levels is not None else setup.target
-    wanted = {"sparsity": base, "total_steps": steps, "update_every": sc.update_every,
-              "distribution": sc.distribution, "drop_fraction": sc.drop_fraction, "seed": cfg.seed}
-    valid = sparse.updaters.options(sc.method)
-    return sparse.updaters.get(sc.method, **{k: v for k, v in wanted.items() if k in valid})
+    return configs.updater(cfg, base, steps)
 
 
 def _cost(space, arch, name, sparse_setup=None) -> float:
@@ -320,17 +310,10 @@ def _scores(space, archs, accuracies, objectives, sparse_setup=None):
 
 
 def _controller(cfg: configs.Config, space, constraint):
-    sc = cfg.search
-    name = sc.controller
-    if name == "auto":
-        name = "argmax" if cfg.supernet.method in configs.GRADIENT else "aging"
-    options = {"random": {}, "aging": {"population": sc.population, "sample": sc.sample},
-               "autoformer": {"population": sc.population, "parents": sc.parents,
-                              "mutation_prob": sc.mutation_prob},
-               "nsga2": {"population": sc.population, "mutation_prob": sc.mutation_prob}}
+    name, options = configs.controller(cfg)
     if name == "argmax":
         return None
-    return controllers.get(name, space, seed=cfg.seed, constraint=constraint, **options[name])
+    return controllers.get(name, space, seed=cfg.seed, constraint=constraint, **options)
 
 
 def _top_candidates(evaluated: list[tuple[dict, float]], k: int) -> list[tuple[dict, float]]:
@@ -372,6 +355,15 @@ def load_export(best_dir: Path | str):
     restored = ocp.StandardCheckpointer().restore((best_dir / "weights").absolute(), target)
     nnx.replace_by_pure_dict(state, restored)
     return space, arch, nnx.merge(graphdef, state)
+
+
+def save_export(directory: Path | str, model: nnx.Module, info: dict) -> None:
+    """An export directory `load_export` reads back: the model's weights under weights/
+    and `info` (with at least `choices` and `space_config`) as arch.json."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_orbax(directory / "weights", model)
+    write_json_atomic(directory / "arch.json", info)
 
 
 @dataclasses.dataclass
@@ -469,11 +461,7 @@ def _sparsity_info(cfg: configs.Config, space, arch, setup: SparseSetup, chosen:
 def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=print) -> Summary:
     """Run (or resume) the whole search of `cfg` in `run_dir`."""
     started = time.perf_counter()
-    data_options = dict(cfg.data.options)
-    if cfg.data.path:
-        data_options["path"] = cfg.data.path
-    data = datasets.load(cfg.data.name, seed=cfg.seed, val_fraction=cfg.data.val_fraction,
-                         **data_options)
+    data = configs.dataset(cfg)
     space = spaces.get(cfg.space.name, **cfg.space.options).bind(data.input_shape, data.num_classes)
     model = nas.supernet(space, seed=cfg.seed)
     retrain_space = space
@@ -486,8 +474,8 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
         if retrain_space.choices != model.space.choices:
             raise ValueError(f"config retrain.space_options = {cfg.retrain.space_options}: the "
                              "retrained space must keep the searched space's choices")
-    for section, size in (("supernet", len(data.x_train) // (2 if cfg.supernet.method
-                                                              in configs.GRADIENT else 1)),
+    for section, size in (("supernet", len(data.x_train) // (2 if configs.is_gradient(
+                                                              cfg.supernet.method) else 1)),
                           ("retrain", len(data.x_train))):
         batch = getattr(cfg, section).batch_size
         if batch > size:
@@ -582,9 +570,7 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
         t0 = time.perf_counter()
         candidates = _top_candidates(evaluated, cfg.search.candidates)
         rc = cfg.retrain
-        train_cfg = TrainConfig(epochs=rc.epochs, batch_size=rc.batch_size,
-                                learning_rate=rc.learning_rate, warmup_epochs=rc.warmup_epochs,
-                                weight_decay=rc.weight_decay, seed=cfg.seed)
+        train_cfg = TrainConfig.from_config(cfg)
         results = []
         if rc.mode == "finetune":
             nnx.update(phase.model, phase.masked_params(), state["rest"])

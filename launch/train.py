@@ -21,27 +21,35 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 import sparse as sparse_lib
+from launch.config import Config, RetrainConfig
 from launch.data import Batches, Dataset
-from search.engine import cross_entropy
+from search import engine
 from sparse import masks as masklib
-
-OPTIMIZERS = ("adamw", "sgd")
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    epochs: int = 100                 # passes over the training split
-    batch_size: int = 128             # examples per step
-    learning_rate: float = 1e-2       # peak learning rate (cosine decay to 0)
-    warmup_epochs: float = 2.0        # linear warm-up before the cosine
-    weight_decay: float = 1e-4        # AdamW: decoupled; SGD: L2 added to the gradient
+    """One training run; the defaults are the config's `retrain` section."""
+    epochs: int = RetrainConfig.epochs                # passes over the training split
+    batch_size: int = RetrainConfig.batch_size        # examples per step
+    learning_rate: float = RetrainConfig.learning_rate  # peak learning rate (cosine decay to 0)
+    warmup_epochs: float = RetrainConfig.warmup_epochs  # linear warm-up before the cosine
+    weight_decay: float = RetrainConfig.weight_decay  # AdamW: decoupled; SGD: L2 added to the gradient
     seed: int = 0                     # batch order
     optimizer: str = "adamw"          # adamw | sgd (momentum below)
     momentum: float = 0.9
 
+    @classmethod
+    def from_config(cls, cfg: Config) -> "TrainConfig":
+        """The config's `retrain` section, batches ordered by its `seed`."""
+        rc = cfg.retrain
+        return cls(epochs=rc.epochs, batch_size=rc.batch_size, learning_rate=rc.learning_rate,
+                   warmup_epochs=rc.warmup_epochs, weight_decay=rc.weight_decay, seed=cfg.seed)
+
     def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"train.optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.optimizer not in engine.OPTIMIZERS:
+            raise ValueError(f"train.optimizer must be one of {list(engine.OPTIMIZERS)}, "
+                             f"got {self.optimizer!r}")
         for field in ("epochs", "batch_size"):
             if getattr(self, field) < 1:
                 raise ValueError(f"train.{field} must be ≥ 1, got {getattr(self, field)}")
@@ -76,26 +84,14 @@ class TrainResult:
     masks: dict | None = None         # final sparse masks (sparse training only)
 
 
-def make_optimizer(cfg: TrainConfig, steps: int, warmup_steps: int) -> optax.GradientTransformation:
-    if warmup_steps > 0:
-        schedule = optax.warmup_cosine_decay_schedule(
-            0.0, cfg.learning_rate, warmup_steps, max(steps, warmup_steps + 1))
-    else:
-        schedule = optax.cosine_decay_schedule(cfg.learning_rate, max(steps, 1))
-    if cfg.optimizer == "sgd":
-        return optax.chain(optax.add_decayed_weights(cfg.weight_decay),
-                           optax.sgd(schedule, momentum=cfg.momentum))
-    return optax.adamw(schedule, weight_decay=cfg.weight_decay)
-
-
 def prunable_kernels(model: nnx.Module, probs, first_layer: bool = True,
                      last_layer: bool = True) -> list[str]:
     """`model`'s prunable kernels in the order its forward at `probs` uses them."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    graphdef, params, rest = engine.split(model)
     x = jnp.zeros((1,) + tuple(model.space.input_shape), jnp.float32)
 
     def forward(p):
-        return nnx.merge(graphdef, p, rest, copy=True).forward(x, probs, train=False)
+        return engine.apply(graphdef, p, rest, x, probs, train=False)[0]
     return masklib.select(params, forward, first_layer=first_layer, last_layer=last_layer)
 
 
@@ -120,8 +116,7 @@ def accuracy(model, x: np.ndarray, y: np.ndarray, arch=None, batch_size: int = 5
         n = len(xb)
         if n < batch_size:
             xb = np.concatenate([xb, np.zeros((batch_size - n,) + xb.shape[1:], xb.dtype)])
-        predictions = np.asarray(jnp.argmax(model(xb, arch), -1))[:n]
-        correct += int((predictions == y[start:start + n]).sum())
+        correct += int(engine.accuracy_count(model(xb, arch)[:n], y[start:start + n]))
     return correct / len(x)
 
 
@@ -132,10 +127,12 @@ def train(model: nnx.Module, data: Dataset, cfg: TrainConfig, arch=None,
     probs = model.space.encode(arch)
     batches = Batches(data.x_train, data.y_train, cfg.batch_size, seed=cfg.seed)
     steps = cfg.epochs * batches.steps_per_epoch
-    tx = make_optimizer(cfg, steps, int(cfg.warmup_epochs * batches.steps_per_epoch))
+    tx = engine.optimizer(cfg.optimizer, cfg.learning_rate, steps,
+                          warmup_steps=int(cfg.warmup_epochs * batches.steps_per_epoch),
+                          weight_decay=cfg.weight_decay, momentum=cfg.momentum)
     if sparse is not None:
         tx, _ = sparse_optimizer(tx, sparse, model, probs, steps, cfg.seed)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    graphdef, params, rest = engine.split(model)
     opt_state = tx.init(params)
     if sparse is not None and sparse.masks is not None:
         opt_state = opt_state._replace(masks={n: jnp.asarray(m, bool) for n, m in sparse.masks.items()})
@@ -148,9 +145,8 @@ def train(model: nnx.Module, data: Dataset, cfg: TrainConfig, arch=None,
     @jax.jit
     def step(params, rest, opt_state, x, y):
         def loss_fn(params):
-            net = nnx.merge(graphdef, params, rest, copy=True)
-            loss = cross_entropy(net.forward(x, probs, train=True), y)
-            return loss, nnx.split(net, nnx.Param, ...)[2]
+            logits, new_rest = engine.apply(graphdef, params, rest, x, probs, train=True)
+            return engine.cross_entropy(logits, y), new_rest
         (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(masked(params, opt_state))
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), rest, opt_state, loss

@@ -8,6 +8,7 @@ import nas
 import spaces
 from launch import data as datasets
 from launch.cli import main
+from launch.run import load_export
 from launch.train import TrainConfig, accuracy, train
 
 PAPER_CNN = {f"{k}_{s}": v for s in range(3) for k, v in (("channels", 24), ("kernel", 5),
@@ -44,13 +45,88 @@ def test_spaces_show_reports_exact_min_and_max(capsys):
     (["train", "--space", "cnn1d", "--arch", "/nonexistent.json"], "does not exist"),
     (["train", "--space", "cnn1d", "--sample", "0", "--data", "mnist"], "did you mean 'mnist1d'"),
     (["train", "--space", "cnn1d", "--sample", "0", "--epochs", "0", "--data", "synthetic"],
-     "train.epochs must be ≥ 1"),
+     "retrain.epochs = 0: must be ≥ 1"),
+    (["train", "--space", "cnn1d", "--sample", "0", "--space-options", "{norm: batch"],
+     "--space-options: not a JSON object"),
+    (["train", "--space", "cnn1d", "--sample", "0", "--space-options", '{"nrom": "batch"}'],
+     "has no option 'nrom' (did you mean 'norm'?)"),
+    (["train", "--arch", "/nonexistent/run/best"], "'/nonexistent/run/best' does not exist"),
+    (["spaces", "show", "cnn1d", "--space-options", "[1]"], "not a JSON object"),
+    (["config", "serch"], "unknown config section 'serch' (did you mean 'search'?)"),
+    (["search", "/nonexistent.yaml"], "config file '/nonexistent.yaml' does not exist"),
     (["bogus"], "invalid choice: 'bogus'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     code, out, err = run(capsys, *argv)
     assert code == 2 and message in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "is not JSON"),
+    ("[1, 2]", "must hold a JSON object"),
+    ('{"space": "cnn1d", "choices": [1], "space_config": 3}', "is not an export"),
+    ('{"space": "cnn1d", "choices": {}, "space_config": {"name": "cnn1d", "config": []}}',
+     "is not an export"),
+])
+def test_bad_or_corrupt_arch_files_are_one_line_and_exit_2(capsys, tmp_path, content, message):
+    (tmp_path / "arch.json").write_text(content)
+    for arch in (tmp_path / "arch.json", tmp_path):  # the file, or its export directory
+        code, _, err = run(capsys, "train", "--arch", str(arch), "--data", "synthetic")
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run(capsys, "train", "--arch", str(tmp_path / "empty"), "--data", "synthetic")
+    assert code == 2 and "does not exist" in err
+
+
+def test_nas_debug_shows_the_traceback(capsys, monkeypatch):
+    monkeypatch.setenv("NAS_DEBUG", "1")
+    with pytest.raises(ValueError, match="unknown config section"):
+        main(["config", "serch"])
+
+
+def test_config_prints_every_field_with_default_and_help(capsys):
+    code, out, _ = run(capsys, "config")
+    assert code == 0
+    for line in ("seed: 0", "supernet:", "  epochs: 30", "retrain:", "sparse:", "  method: rigl"):
+        assert line in out
+    assert "# passes over the (weight) training data" in out
+    code, out, _ = run(capsys, "config", "supernet")
+    assert code == 0 and out.startswith("supernet:") and "retrain:" not in out
+    line = next(x for x in out.splitlines() if x.startswith("  learning_rate:"))
+    assert "null" in line and "sampled 0.01, gradient 0.025" in line
+
+
+def test_spaces_show_lists_the_space_options(capsys):
+    code, out, _ = run(capsys, "spaces", "show", "cnn1d")
+    assert code == 0 and "options (space.options):" in out
+    assert any(x.split() == ["norm", "none"] for x in out.splitlines())
+    code, out, _ = run(capsys, "spaces", "show", "cnn1d", "--space-options", '{"norm": "batch"}')
+    assert code == 0 and any(x.split()[:2] == ["norm", "batch"] for x in out.splitlines())
+
+
+def test_train_exports_like_a_search_and_honours_an_exports_space(capsys, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    code, out, _ = run(capsys, "train", "--space", "cnn1d", "--sample", "2", "--space-options",
+                       '{"norm": "batch"}', "--data", "synthetic", "--val-fraction", "0.1",
+                       "--epochs", "1", "--batch-size", "64", "--learning-rate", "0.02",
+                       "--quiet", "--out", str(first))
+    assert code == 0, out
+    info = json.loads((first / "arch.json").read_text())
+    assert info["space_config"]["config"]["norm"] == "batch"
+    assert info["retrain"]["batch_size"] == 64 and info["retrain"]["learning_rate"] == 0.02
+    space, arch, model = load_export(first)
+    assert arch == spaces.get("cnn1d").sample(seed=2) and space.config["norm"] == "batch"
+    data = datasets.load("synthetic", seed=0, val_fraction=0.1)
+    assert accuracy(model, data.x_test, data.y_test) == info["metrics"]["test_accuracy"]
+
+    # The export's space options (BatchNorm) come along with its arch.
+    code, out, _ = run(capsys, "train", "--arch", str(first / "arch.json"), "--data", "synthetic",
+                       "--epochs", "1", "--quiet", "--out", str(second))
+    assert code == 0, out
+    again = json.loads((second / "arch.json").read_text())
+    assert again["choices"] == info["choices"] and again["space_config"]["config"]["norm"] == "batch"
+    code, _, err = run(capsys, "train", "--arch", str(first), "--space", "mlp")
+    assert code == 2 and "is for space 'cnn1d', not --space 'mlp'" in err
 
 
 def test_bad_arch_file_names_the_key(capsys, tmp_path):

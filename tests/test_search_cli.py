@@ -44,6 +44,8 @@ def test_search_writes_a_complete_run_dir_and_a_reloadable_export(tmp_path, caps
     phases = [json.loads(line)["phase"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert phases.count("supernet") == 2 and phases.count("retrain") == 2
     assert "search cost" in capsys.readouterr().out
+    supernet = yaml.safe_load((run / "config.yaml").read_text())["supernet"]
+    assert (supernet["learning_rate"], supernet["weight_decay"]) == (0.01, 1e-4)  # AdamW's, shown
 
     space, arch, model = load_export(run / "best")
     assert arch == info["choices"]
@@ -76,14 +78,21 @@ def test_gradient_search_discretises_by_argmax(tmp_path, capsys):
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert "alpha_entropy" in records[0]
     assert "α: argmax holds" in capsys.readouterr().out
+    supernet = yaml.safe_load((run / "config.yaml").read_text())["supernet"]
+    assert (supernet["learning_rate"], supernet["weight_decay"]) == (0.025, 3e-4)  # DARTS' SGD
 
 
 @pytest.mark.parametrize("overrides, message", [
     (["search.controler=aging"], "did you mean 'search.controller'"),
     (["search.max_params=10"], "the smallest arch of 'cnn1d' has"),
     (["supernet.batch_size=100000"], "supernet.batch_size = 100000 exceeds"),
-    (["space.name=cnn"], "unknown space 'cnn'"),
+    (["space.name=cnn"], "space.name = 'cnn' is not allowed"),
     (["retrain.space_options={norm: group}"], "norm must be 'none' or 'batch'"),
+    (["search.controller=agin"], "search.controller = 'agin' is not allowed"),
+    (["search.population=4", "search.sample=8"], "aging: sample (8) must be ≤ population (4)"),
+    (["sparse.sparsity=0.5", "sparse.method=nm", "sparse.options={mm: 8}"],
+     "has no option 'mm' (did you mean 'm'?)"),
+    (["space.options={nrom: batch}"], "has no option 'nrom' (did you mean 'norm'?)"),
 ])
 def test_bad_config_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, overrides, message):
     run = tmp_path / "never"
