@@ -54,7 +54,7 @@ from nas import surgery
 from search import controllers, engine, gradient, oneshot, samplers
 from search.population import PopulationEvaluator
 from sparse import masks as masklib
-from sparse.levels import Levels
+from sparse.levels import Levels, SliceCounts
 
 POOL_SIZE = 4096  # feasible archs the sampled supernet step draws from under a budget
 
@@ -89,25 +89,59 @@ class MetricsLog:
 
 @dataclasses.dataclass
 class SparseSetup:
-    """What a sparse search prunes, at which sparsities, and how it counts nonzeros."""
+    """What a sparse search prunes, at which sparsities, and how it counts nonzeros.
+
+    One rule: an arch is charged (budget, NSGA-II objective, the export's pruning
+    target) the nonzeros its sub-network holds. At a sparsity s each prunable
+    kernel has the density of `sparse.distribution` at s (the DST supernet's own
+    start); once the supernet is trained, `measure` counts, for every kernel and
+    level, the nonzero kept weights inside any arch's slice, and `keep` charges
+    exactly those. Before that (the sandwich pool under a budget) the charge is
+    the estimate Σ round(compact size · density).
+    """
     names: list[str]                 # prunable kernels of the supernet, in forward order
     target: float                    # the fixed sparsity (when not searched)
     levels: Levels | None            # searched sparsity choices
+    densities: dict[str, float]      # fixed sparsity: each kernel's density at `target`
+    counts: dict | None = None       # after `measure`: kernel → [SliceCounts per level]
 
     def sparsity(self, space, arch, kernel: str) -> float:
         return space.sparsity_of(arch, kernel) if self.levels is not None else self.target
 
+    def _level(self, space, arch, kernel: str) -> int:
+        return 0 if self.levels is None else self.levels.options.index(self.sparsity(space, arch, kernel))
+
+    def density(self, space, arch, kernel: str) -> float:
+        if self.levels is None:
+            return self.densities[kernel]
+        return self.levels.density(kernel)[self._level(space, arch, kernel)]
+
+    def measure(self, params) -> None:
+        """Count the trained supernet's nonzero kept weights per kernel and level."""
+        if self.levels is None:
+            masks = {n: np.asarray(w)[None] != 0 for n, w in masklib.kernels(params, self.names).items()}
+        else:
+            masks = self.levels.masks(params)
+        self.counts = {n: [SliceCounts(m, masklib.kernel_axes(n, m.shape).spatial) for m in stack]
+                       for n, stack in masks.items()}
+
     def nonzero(self, space, arch) -> int:
-        """Nonzero parameters of `arch`'s export: each prunable kernel keeps
-        round(size·(1 − s)) weights (the allocation's exact budget), the rest is dense."""
+        """Nonzero parameters of `arch`: its prunable kernels' kept weights, the rest dense."""
         dense = sum(math.prod(shape) for name, shape in space.param_shapes(arch).items()
                     if name not in self.names)
         return dense + self.keep(space, arch)
 
     def keep(self, space, arch) -> int:
-        """The most prunable weights `arch`'s export may keep."""
-        return sum(round(math.prod(shape) * (1.0 - self.sparsity(space, arch, name)))
-                   for name, shape in space.param_shapes(arch).items() if name in self.names)
+        """The prunable weights `arch` is charged: counted in its slices once measured."""
+        total = 0
+        for name, shape in space.param_shapes(arch).items():
+            if name not in self.names:
+                continue
+            if self.counts is None:
+                total += round(math.prod(shape) * self.density(space, arch, name))
+            else:
+                total += self.counts[name][self._level(space, arch, name)](shape)
+        return total
 
 
 def _sparse_setup(cfg: configs.Config, space, model):
@@ -116,12 +150,15 @@ def _sparse_setup(cfg: configs.Config, space, model):
     if not levels:
         return space, None
     names = prunable_kernels(model, space.uniform_probs(), cfg.sparse.first_layer, cfg.sparse.last_layer)
+    shapes = masklib.shapes_of(nnx.state(model, nnx.Param), names)
     if not cfg.sparse.levels:
-        return space, SparseSetup(names, levels[0], None)
+        return space, SparseSetup(names, levels[0], None,
+                                  masklib.densities(shapes, levels[0], cfg.sparse.distribution))
     per_kernel = names if cfg.sparse.per == "layer" else None
     searched = space.with_sparsity(levels, per_kernel)
     choice_of = tuple((n, f"sparsity:{n}" if per_kernel else "sparsity") for n in names)
-    return searched, SparseSetup(names, 0.0, Levels(choice_of, tuple(levels)))
+    return searched, SparseSetup(names, 0.0, Levels.of(choice_of, levels, shapes, cfg.sparse.distribution),
+                                 {})
 
 
 def _constraint(space, cfg: configs.SearchConfig, sparse_setup: SparseSetup | None = None):
@@ -509,6 +546,8 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
             bar.update(1)
             bar.set_postfix({k: round(v, 4) for k, v in record.items()})
         bar.close()
+        if sparse_setup is not None:
+            sparse_setup.measure(phase.masked_params())
         cost["supernet_seconds"] = round(time.perf_counter() - t0, 1)
         cost["supernet_steps"] = phase.steps
 

@@ -20,7 +20,7 @@ from launch.train import SparseTraining, TrainConfig, accuracy, train
 from search import engine, oneshot
 from search.population import PopulationEvaluator
 from sparse import masks as masklib
-from sparse.levels import Levels
+from sparse.levels import Levels, SliceCounts
 from spaces.core import Space
 
 
@@ -206,3 +206,63 @@ def test_sparse_search_exports_exact_zeros_within_the_budget(tmp_path):
     _, _, compact = load_export(run / "best" / "compact")
     assert info["export"]["compact"]["params"] == nas.count_params(compact) <= info["params"]
     np.testing.assert_allclose(compact(data.x_test[:64]), model(data.x_test[:64]), atol=1e-5)
+
+
+def _evaluated_nonzero(model, setup, space, arch):
+    """Nonzeros of the sub-network the search evaluates at `arch`: prunable kernels
+    counted by their exact zeros, every other parameter dense."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    masked = params
+    if setup.levels is not None:
+        masked = setup.levels.apply(params, space.one_hot(arch), setup.levels.ranks(params))
+    sub = nas.extract(nnx.merge(graphdef, masked, rest), space.structure(arch))
+    total = 0
+    for name, leaf in masklib.named_leaves(nnx.state(sub, nnx.Param)).items():
+        total += int(np.count_nonzero(np.asarray(leaf))) if name in setup.names else leaf.size
+    return total
+
+
+@pytest.mark.parametrize("distribution", ["erk", "uniform"])
+@pytest.mark.parametrize("searched", [False, True])
+def test_charged_nonzeros_are_those_of_the_evaluated_sub_network(distribution, searched):
+    from launch.run import _sparse_setup
+    sparse_cfg = {"distribution": distribution, **({"levels": [0.5, 0.8]} if searched
+                                                   else {"sparsity": 0.5})}
+    cfg = configs.from_dict({"space": {"name": "mlp"}, "sparse": sparse_cfg})
+    base = spaces.get("mlp", max_depth=2, widths=(16, 32, 64), activations=("relu",)).bind((40,), 10)
+    model = nas.supernet(base, seed=0)
+    space, setup = _sparse_setup(cfg, base, model)
+    # A DST supernet at the lowest level: random masks of the distribution's densities, with
+    # the prefix (what small archs use, trained every sandwich step) holding the larger weights.
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    shapes = masklib.shapes_of(params, setup.names)
+    low = min(configs.sparse_levels(cfg))
+    dst = masklib.random_masks(jax.random.key(1), shapes, masklib.densities(shapes, low, distribution))
+
+    def trained(name, weight):
+        prefix = 1.0 + 3.0 * (np.arange(weight.shape[-1]) < 16)
+        return weight * dst[name] * jnp.asarray(prefix, weight.dtype)
+    model = nnx.merge(graphdef, masklib.map_named(trained, params, setup.names), rest)
+    setup.measure(nnx.state(model, nnx.Param))
+    structures = (space.extremes(space.params)[:2])
+    levels = configs.sparse_levels(cfg) if searched else [None]
+    for structure in structures:
+        for level in levels:
+            arch = {**structure, **({"sparsity": level} if searched else {})}
+            charged = setup.nonzero(space, arch)
+            evaluated = _evaluated_nonzero(model, setup, space, arch)
+            assert abs(charged - evaluated) <= 0.01 * evaluated, (structure, level, charged, evaluated)
+
+
+def test_slice_counts_equal_brute_force_over_prefix_and_centred_slices():
+    mask = np.random.default_rng(0).random((7, 5, 6, 9)) < 0.4   # [k, k, in, out] with k = 7 and 5
+    counts = SliceCounts(mask, centred=(0, 1))
+    for k0 in (1, 3, 5, 7):
+        for k1 in (1, 3, 5):
+            for cin in (0, 2, 6):
+                for cout in (1, 9):
+                    lo0, lo1 = (7 - k0) // 2, (5 - k1) // 2
+                    expected = mask[lo0:lo0 + k0, lo1:lo1 + k1, :cin, :cout].sum()
+                    assert counts((k0, k1, cin, cout)) == expected
+    with pytest.raises(ValueError, match="does not fit"):
+        counts((9, 5, 6, 9))
