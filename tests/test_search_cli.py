@@ -15,7 +15,7 @@ TINY = {
     "seed": 0, "space": {"name": "cnn1d", "options": {"norm": "batch"}},
     "data": {"name": "mnist1d", "val_fraction": 0.2},
     "supernet": {"method": "sandwich", "epochs": 2, "batch_size": 128},
-    "search": {"controller": "aging", "evaluations": 24, "generation": 8, "population": 8,
+    "search": {"controller": "aging", "evaluations": 24, "generation": 4, "population": 8,
                "sample": 4, "candidates": 2},
     "retrain": {"epochs": 2, "space_options": {"norm": "none"}},
 }

@@ -166,7 +166,7 @@ SPARSE_TINY = {
     "seed": 0, "space": {"name": "cnn1d", "options": {"norm": "batch"}},
     "data": {"name": "mnist1d", "val_fraction": 0.2},
     "supernet": {"method": "sandwich", "epochs": 1, "batch_size": 128},
-    "search": {"controller": "aging", "evaluations": 16, "generation": 8, "population": 8,
+    "search": {"controller": "aging", "evaluations": 16, "generation": 4, "population": 8,
                "sample": 4, "candidates": 1, "max_nonzero": 3000},
     "retrain": {"epochs": 1, "space_options": {"norm": "none"}},
     "sparse": {"levels": [0.8, 0.9], "update_every": 10, "rounds": 2, "finetune_epochs": 1, "final_epochs": 1,
