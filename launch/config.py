@@ -136,8 +136,9 @@ class SparseConfig:
     allocation: str = "dp"              # per-layer sparsity of the pick (`sparse.allocate`)
     grid: int = 50                      # sparsity levels 0 … 0.98 of the distortion curves
     calibration: int = 1024             # training examples the distortion curves are measured on
-    rounds: int = 3                     # prune-then-fine-tune rounds to the target (geometric)
-    finetune_epochs: int = 15           # sparse fine-tuning epochs after each round but the last
+    prune_rate: float = 0.2             # share of the kept weights each prune-then-fine-tune round
+    #                                     removes; rounds continue until the target (90 %: 11)
+    finetune_epochs: int = 5            # sparse fine-tuning epochs after each round but the last
     final_epochs: int = 60              # sparse fine-tuning epochs at the target (the last round)
     finetune_learning_rate: float = 0.01   # AdamW peak of each fine-tuning, cosine to 0
 
@@ -177,7 +178,7 @@ _POSITIVE = {"supernet.epochs", "supernet.batch_size", "search.evaluations", "se
              "search.population", "search.sample", "search.parents", "search.calibration",
              "search.candidates", "retrain.epochs", "retrain.batch_size", "search.max_params",
              "search.max_flops", "search.min_params", "search.max_nonzero", "sparse.update_every",
-             "sparse.grid", "sparse.calibration", "sparse.rounds"}
+             "sparse.grid", "sparse.calibration"}
 
 
 def _type_ok(value, annotation) -> bool:
@@ -331,6 +332,8 @@ def _check_sparse(cfg: Config) -> None:
             raise ValueError(f"config sparse.levels = {sc.levels!r}: every level must be a number in [0, 1)")
     if len(set(sc.levels)) != len(sc.levels):
         raise ValueError(f"config sparse.levels = {sc.levels!r}: repeats a level")
+    if not 0.0 < sc.prune_rate < 1.0:
+        raise ValueError(f"config sparse.prune_rate = {sc.prune_rate!r}: must be in (0, 1)")
     if sc.drop_fraction > 1.0:
         raise ValueError(f"config sparse.drop_fraction = {sc.drop_fraction!r}: must be in [0, 1]")
     levels = sparse_levels(cfg)

@@ -1,6 +1,8 @@
 """Layer-adaptive pruning of a trained compact model, then sparse fine-tuning.
 
-In `rounds` steps the kept weights shrink geometrically to the target; each
+Each round removes the fraction `rate` (0.2, the reference's a) of the weights
+still kept, so after round t a dense start keeps (1 − a)^t of them, until the
+next round would pass the target; the last round prunes to it exactly. Each
 round measures per-layer distortion curves on a calibration batch
 (`sparse.allocate.distortion_curves`), allocates the round's budget across
 layers (`sparse.allocate`, DP by default), prunes by magnitude within the
@@ -33,8 +35,19 @@ class PruneResult:
     test_accuracy: float
 
 
+def round_budgets(start: int, keep: int, rate: float = 0.2) -> list[int]:
+    """Weights kept after each pruning round from `start` to `keep`: start·(1 − rate)^t
+    while above `keep`, then exactly `keep`."""
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"pruning rate must be in (0, 1), got {rate!r}")
+    budgets = []
+    while (budget := int(round(start * (1.0 - rate) ** (len(budgets) + 1)))) > keep:
+        budgets.append(budget)
+    return budgets + [keep]
+
+
 def prune(model: nnx.Module, data: Dataset, names, keep: int, *, allocation: str = "dp",
-          grid: int = 50, rounds: int = 3, calibration: int = 1024, finetune: TrainConfig | None = None,
+          grid: int = 50, rate: float = 0.2, calibration: int = 1024, finetune: TrainConfig | None = None,
           final: TrainConfig | None = None, masks: dict | None = None, progress: bool = False,
           seed: int = 0) -> PruneResult:
     """Prune `model`'s kernels `names` until at most `keep` of their weights survive.
@@ -62,8 +75,8 @@ def prune(model: nnx.Module, data: Dataset, names, keep: int, *, allocation: str
     start = sum(int(np.sum(masks[n])) for n in names)
     levels = alloc.grid_levels(grid, 1.0 - keep / sizes.sum())
     history, result = [], None
-    for r in range(1, rounds + 1):
-        budget = keep if r == rounds else int(round(start * (keep / start) ** (r / rounds)))
+    budgets = round_budgets(start, keep, rate)
+    for r, budget in enumerate(budgets, start=1):
         params = nnx.state(model, nnx.Param)
         weights = masklib.kernels(masklib.apply(params, masks), names)
         curves = alloc.distortion_curves(logits, params, names, levels, calib, masks)
@@ -75,7 +88,7 @@ def prune(model: nnx.Module, data: Dataset, names, keep: int, *, allocation: str
         nnx.update(model, masklib.apply(params, masks))
         record = {"round": r, "budget": budget, "kept": sum(int(m.sum()) for m in masks.values()),
                   "levels": {n: float(s) for n, s in zip(names, chosen)}}
-        schedule = final if r == rounds and final is not None else finetune
+        schedule = final if r == len(budgets) and final is not None else finetune
         if schedule is not None and schedule.epochs > 0:
             result = train(model, data, schedule, progress=progress,
                            sparse=SparseTraining("static", masks=masks))

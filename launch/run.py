@@ -414,6 +414,7 @@ class Summary:
     run_dir: Path
     nonzero_params: int | None = None       # sparse searches
     dense_test_accuracy: float | None = None  # sparse searches: the pick before pruning
+    prune_rounds: int | None = None         # sparse searches: prune-then-fine-tune rounds
 
 
 @dataclasses.dataclass
@@ -633,7 +634,7 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
             if sparse_setup is not None:
                 outcome.pruned = prune(
                     result.model, data, sparse_setup.names, sparse_setup.keep(space, arch),
-                    allocation=cfg.sparse.allocation, grid=cfg.sparse.grid, rounds=cfg.sparse.rounds,
+                    allocation=cfg.sparse.allocation, grid=cfg.sparse.grid, rate=cfg.sparse.prune_rate,
                     calibration=cfg.sparse.calibration, finetune=_finetune_config(cfg),
                     final=_finetune_config(cfg, cfg.sparse.final_epochs), masks=result.masks,
                     progress=progress, seed=cfg.seed)
@@ -688,7 +689,8 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
                      xlabel="nonzero parameters" if sparse_setup else "parameters")
         summary = Summary(arch, info["params"], info["flops"], chosen.val_accuracy,
                           chosen.test_accuracy, cost, run_dir, info.get("nonzero_params"),
-                          chosen.dense_test_accuracy if sparse_setup else None)
+                          chosen.dense_test_accuracy if sparse_setup else None,
+                          len(chosen.pruned.rounds) if sparse_setup else None)
         report = _report(summary, space, cfg, state.get("alpha"))
         write_text_atomic(run_dir / "report.txt", report)
         echo(report)
@@ -738,7 +740,7 @@ def _report(summary: Summary, space, cfg: configs.Config, alpha=None) -> str:
         f"{summary.val_accuracy:.4f}, test accuracy {summary.test_accuracy:.4f}",
         *([f"  sparse: {summary.nonzero_params:,} nonzero of {summary.params:,} parameters "
            f"({1 - summary.nonzero_params / summary.params:.1%} zeros; allocation "
-           f"{cfg.sparse.allocation}, {cfg.sparse.rounds} rounds); the dense pick before pruning "
+           f"{cfg.sparse.allocation}, {summary.prune_rounds} rounds); the dense pick before pruning "
            f"tested {summary.dense_test_accuracy:.4f}"] if summary.nonzero_params is not None else []),
         *(_collapse_lines(space, summary.arch, alpha) if alpha is not None else []),
         f"search cost: supernet {c['supernet_seconds']:.0f} s ({cfg.supernet.epochs} epochs, "

@@ -131,7 +131,7 @@ def test_train_sparse_keeps_given_masks_and_prune_meets_the_budget():
     names = ["hidden.0.kernel", "hidden.1.kernel", "head.kernel"]
     sizes = {n: math.prod(masklib.named_leaves(nnx.state(model, nnx.Param))[n].shape) for n in names}
     keep = int(0.2 * sum(sizes.values()))
-    result = prune(dense.model, data, names, keep, rounds=2, grid=11, calibration=64,
+    result = prune(dense.model, data, names, keep, rate=0.6, grid=11, calibration=64,
                    finetune=TrainConfig(epochs=1, batch_size=64))
     kept = sum(int(m.sum()) for m in result.masks.values())
     assert kept <= keep and kept >= 0.9 * keep
@@ -169,7 +169,7 @@ SPARSE_TINY = {
     "search": {"controller": "aging", "evaluations": 16, "generation": 4, "population": 8,
                "sample": 4, "candidates": 1, "max_nonzero": 3000},
     "retrain": {"epochs": 1, "space_options": {"norm": "none"}},
-    "sparse": {"levels": [0.8, 0.9], "update_every": 10, "rounds": 2, "finetune_epochs": 1, "final_epochs": 1,
+    "sparse": {"levels": [0.8, 0.9], "update_every": 10, "prune_rate": 0.6, "finetune_epochs": 1, "final_epochs": 1,
                "grid": 12, "calibration": 128},
 }
 
@@ -266,3 +266,13 @@ def test_slice_counts_equal_brute_force_over_prefix_and_centred_slices():
                     assert counts((k0, k1, cin, cout)) == expected
     with pytest.raises(ValueError, match="does not fit"):
         counts((9, 5, 6, 9))
+
+
+def test_pruning_rounds_remove_a_fifth_of_the_kept_weights_until_the_target():
+    from launch.prune import round_budgets
+    # The reference schedule: after round t a dense start keeps 0.8^t, then exactly the target.
+    assert round_budgets(1000, 100) == [800, 640, 512, 410, 328, 262, 210, 168, 134, 107, 100]
+    assert round_budgets(1000, 500, rate=0.5) == [500]
+    assert round_budgets(1000, 1000) == [1000]
+    with pytest.raises(ValueError, match="rate"):
+        round_budgets(1000, 100, rate=1.0)
