@@ -269,7 +269,7 @@ class Space:
         structural = self.without_sparsity().validate(self.structure(arch))
         return dict(self._param_shapes(tuple(structural.items())))
 
-    @functools.lru_cache(maxsize=4096)
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 — bounded; spaces live as long as the run
     def _param_shapes(self, items: tuple) -> tuple:
         from flax import nnx
 

@@ -10,7 +10,6 @@ largest model is CPU-sized, keeping the head and MLP ratios.
 """
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 from flax import nnx

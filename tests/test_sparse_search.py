@@ -13,15 +13,17 @@ from flax import nnx
 import nas
 import spaces
 import sparse
-from launch import cli, config as configs, data as datasets
+from launch import cli
+from launch import config as configs
+from launch import data as datasets
 from launch.prune import prune
 from launch.run import load_export
 from launch.train import SparseTraining, TrainConfig, accuracy, train
 from search import engine, oneshot
 from search.population import PopulationEvaluator
+from spaces.core import Space
 from sparse import masks as masklib
 from sparse.levels import Levels, SliceCounts
-from spaces.core import Space
 
 
 def _mlp_space():
@@ -169,8 +171,8 @@ SPARSE_TINY = {
     "search": {"controller": "aging", "evaluations": 16, "generation": 4, "population": 8,
                "sample": 4, "candidates": 1, "max_nonzero": 3000},
     "retrain": {"epochs": 1, "space_options": {"norm": "none"}},
-    "sparse": {"levels": [0.8, 0.9], "update_every": 10, "prune_rate": 0.6, "finetune_epochs": 1, "final_epochs": 1,
-               "grid": 12, "calibration": 128},
+    "sparse": {"levels": [0.8, 0.9], "update_every": 10, "prune_rate": 0.6, "finetune_epochs": 1,
+               "final_epochs": 1, "grid": 12, "calibration": 128},
 }
 
 
