@@ -82,7 +82,7 @@ def prune(model: nnx.Module, data: Dataset, names, keep: int, *, allocation: str
         curves = alloc.distortion_curves(logits, params, names, levels, calib, masks)
         chosen = alloc.allocate(allocation, levels, sizes, budget, distortion=curves,
                                 weights=[np.asarray(weights[n]) for n in names],
-                                shapes=list(shapes.values()))
+                                shapes=shapes)
         masks = {n: np.asarray(m) for n, m in alloc.magnitude_masks(weights, dict(zip(names, chosen)),
                                                                      masks).items()}
         nnx.update(model, masklib.apply(params, masks))
