@@ -110,6 +110,20 @@ class ConvNetSpace(Space):
                          head_channels=head_channels, kernels=tuple(kernels),
                          expands=tuple(expands), depths=tuple(depths), **kw)
 
+    def _canonical(self, arch):
+        """Kernel and expansion of blocks beyond their stage's depth set to their first option."""
+        unused = [f"{kind}_{s}_{b}" for s in range(len(self.config["widths"]))
+                  for b in range(arch[f"depth_{s}"], max(self.config["depths"]))
+                  for kind in ("kernel", "expand")]
+        return self._first_options(arch, unused)
+
+    def _distinct_structures(self, limit):
+        c = self.choices
+        return math.prod(
+            sum(math.prod(len(c[f"kernel_{s}_{b}"]) * len(c[f"expand_{s}_{b}"]) for b in range(d))
+                for d in c[f"depth_{s}"])
+            for s in range(len(self.config["widths"])))
+
     def _check_shape(self):
         if len(self.input_shape) != 3:
             raise ValueError(f"convnet takes images [height, width, channels], got {self.input_shape}")

@@ -89,6 +89,30 @@ class Space:
         """Number of architectures (product of option counts)."""
         return math.prod(len(o) for o in self._choices.values())
 
+    def distinct_size(self, limit: int = 1_000_000) -> int:
+        """Number of distinct networks: archs counted once per canonical form (`canonical`).
+        A searched `sparsity` multiplies the structures; per-kernel sparsity choices count
+        only for the kernels a structure has, so those are enumerated (up to `limit`)."""
+        structural = self.without_sparsity()
+        per_kernel = [k for k in self._choices if k.startswith(f"{SPARSITY}:")]
+        if not per_kernel:
+            levels = len(self._choices[SPARSITY]) if SPARSITY in self._choices else 1
+            return levels * structural._distinct_structures(limit)
+        return sum(math.prod(len(self._choices[k]) for k in self._used(arch, per_kernel))
+                   for arch in structural._canonical_structures(limit))
+
+    def _distinct_structures(self, limit: int) -> int:
+        """Distinct networks of a space without sparsity choices. Spaces whose canonical
+        form is not the identity count in closed form where enumeration is too big."""
+        if type(self)._canonical is Space._canonical:
+            return self.size()
+        return len(self._canonical_structures(limit))
+
+    def _canonical_structures(self, limit: int) -> list[Arch]:
+        """Every canonical form of a space without sparsity choices, by enumeration."""
+        forms = {tuple(self._canonical(arch).items()) for arch in self.enumerate(limit)}
+        return [dict(form) for form in forms]
+
     def enumerate(self, limit: int = 1_000_000) -> Iterator[Arch]:
         """Every architecture, in index order; refuses spaces larger than `limit`."""
         if self.size() > limit:
@@ -194,31 +218,74 @@ class Space:
 
     def mutate(self, arch: Mapping, seed: int | np.random.Generator = 0,
                prob: float | None = None) -> Arch:
-        """A mutated copy. Default: exactly one decision changes to another option
-        (aging evolution). With `prob`: each decision is resampled to a different
-        option with that probability (AutoFormer-style)."""
+        """A mutated copy. Default: exactly one decision changes to another option that
+        changes the network (aging evolution; a decision the network does not use, see
+        `canonical`, is left alone). With `prob`: each decision is resampled to a
+        different option with that probability (AutoFormer-style)."""
         arch = self.validate(arch)
         rng = np.random.default_rng(seed)
-        free = [k for k, opts in self._choices.items() if len(opts) > 1]
-        if not free:
-            return arch
         if prob is None:
-            targets = [free[rng.integers(len(free))]]
-        else:
-            if not 0.0 <= prob <= 1.0:
-                raise ValueError(f"mutate: prob must be in [0, 1], got {prob}")
-            targets = [k for k in free if rng.random() < prob]
+            moves = self._network_changes(arch)
+            if not moves:
+                return arch
+            key = list(moves)[rng.integers(len(moves))]
+            return {**arch, key: moves[key][rng.integers(len(moves[key]))]}
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"mutate: prob must be in [0, 1], got {prob}")
         child = dict(arch)
-        for key in targets:
+        for key in [k for k, opts in self._choices.items() if len(opts) > 1 and rng.random() < prob]:
             others = [o for o in self._choices[key] if o != arch[key]]
             child[key] = others[rng.integers(len(others))]
         return child
+
+    def _network_changes(self, arch: Arch) -> dict[str, list]:
+        """Per decision, the other options that make a different network of `arch`
+        (decisions with none left out)."""
+        structure = self._canonical(self.structure(arch))
+        per_kernel = [k for k in arch if k.startswith(f"{SPARSITY}:")]
+        used = set(self._used(structure, per_kernel)) if per_kernel else set()
+
+        def changes(key, option):
+            if key.startswith(SPARSITY):           # a sparsity choice matters where its kernel is
+                return key == SPARSITY or key in used
+            return self._canonical(self.structure({**arch, key: option})) != structure
+
+        moves = {k: [o for o in opts if o != arch[k] and changes(k, o)] for k, opts in self._choices.items()}
+        return {k: options for k, options in moves.items() if options}
 
     def crossover(self, a: Mapping, b: Mapping, seed: int | np.random.Generator = 0) -> Arch:
         """Uniform crossover: each decision from `a` or `b` with probability 1/2."""
         a, b = self.validate(a), self.validate(b)
         rng = np.random.default_rng(seed)
         return {k: (a[k] if rng.random() < 0.5 else b[k]) for k in self._choices}
+
+    def canonical(self, arch: Mapping) -> Arch:
+        """The one encoding of `arch`'s network: every decision it does not use (a layer
+        beyond the depth, an nb201 edge whose output is lost) set to a fixed option, so
+        two archs are the same network exactly when their canonical forms are equal. The
+        sparsity choice of a kernel the network does not have is unused too."""
+        arch = self.validate(arch)
+        canonical = {**arch, **self._canonical(self.structure(arch))}
+        per_kernel = [k for k in arch if k.startswith(f"{SPARSITY}:")]
+        if not per_kernel:
+            return canonical
+        used = set(self._used(self.structure(canonical), per_kernel))
+        return self._first_options(canonical, [k for k in per_kernel if k not in used])
+
+    def _used(self, structure: Mapping, per_kernel: Sequence[str]) -> list[str]:
+        """The per-kernel sparsity choices whose kernel the network of `structure` has."""
+        shapes = self.param_shapes(structure)
+        return [k for k in per_kernel if k.split(":", 1)[1] in shapes]
+
+    def _canonical(self, arch: Arch) -> Arch:
+        """The canonical form of a validated arch without sparsity choices; spaces with
+        decisions that some archs do not use override this (it must keep the network's
+        outputs for every input and every supernet weight)."""
+        return arch
+
+    def _first_options(self, arch: Arch, names) -> Arch:
+        """`arch` with the choices `names` set to their first option."""
+        return {**arch, **{k: self._choices[k][0] for k in names}}
 
     def arch_to_json(self, arch: Mapping) -> str:
         return json.dumps(self.validate(arch))

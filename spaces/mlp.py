@@ -62,6 +62,17 @@ class MLPSpace(Space):
         super().__init__(choices, max_depth=max_depth, widths=tuple(widths),
                          activations=tuple(activations), **kw)
 
+    def _canonical(self, arch):
+        """Widths of layers beyond the depth set to their first option (the activation is
+        used by every depth ≥ 1)."""
+        return self._first_options(arch, [f"width_{i}" for i in range(arch["depth"],
+                                                                    self.config["max_depth"])])
+
+    def _distinct_structures(self, limit):
+        c = self.choices
+        return len(c["activation"]) * sum(math.prod(len(c[f"width_{i}"]) for i in range(d))
+                                          for d in c["depth"])
+
     def _layer_sizes(self, arch):
         return [math.prod(self.input_shape)] + [arch[f"width_{i}"] for i in range(arch["depth"])]
 

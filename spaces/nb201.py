@@ -36,6 +36,8 @@ from spaces.core import Space
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 CONV_KERNELS = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
 EDGES = tuple(f"edge_{j}_{i}" for j in range(1, 4) for i in range(j))
+# The ops whose output is exactly zero on a zero input (besides none).
+_ZERO_ON_ZERO = ("skip_connect", "avg_pool_3x3")
 
 
 def _normalise(y, stats, eps):
@@ -188,6 +190,32 @@ class NB201Space(Space):
             raise ValueError(f"nb201: unknown op {unknown[0]!r}; ops are {list(OPS)}")
         super().__init__({e: tuple(ops) for e in EDGES}, channels=channels,
                          cells_per_stage=cells_per_stage, ops=tuple(ops), **kw)
+
+    def _canonical(self, arch):
+        """`none` on every edge that provably cannot change the cell's output (where `none`
+        is one of its options): a skip or pool edge out of a node that receives nothing
+        (every edge into it is `none`, so it is exactly zero), and every edge into a node
+        with no path of non-`none` edges to the cell output. A conv edge out of a zero
+        node stays: inference-mode BatchNorm makes it (0 − mean)/√(var + ε), not zero."""
+        arch = dict(arch)
+
+        def cut(edge):
+            if "none" in self._choices[edge]:
+                arch[edge] = "none"
+
+        zero = [False]                                   # node 0 is the cell input
+        for j in range(1, 4):
+            for i in range(j):
+                if zero[i] and arch[f"edge_{j}_{i}"] in _ZERO_ON_ZERO:
+                    cut(f"edge_{j}_{i}")
+            zero.append(all(arch[f"edge_{j}_{i}"] == "none" for i in range(j)))
+        reaches = {3: True}
+        for i in (2, 1):
+            reaches[i] = any(arch[f"edge_{j}_{i}"] != "none" and reaches[j] for j in range(i + 1, 4))
+            if not reaches[i]:
+                for h in range(i):
+                    cut(f"edge_{i}_{h}")
+        return arch
 
     def _check_shape(self):
         h = self.input_shape

@@ -10,6 +10,8 @@ largest model is CPU-sized, keeping the head and MLP ratios.
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -93,6 +95,18 @@ class ViTSpace(Space):
         super().__init__(choices, embed_dims=tuple(embed_dims), depths=tuple(depths),
                          num_heads=tuple(num_heads), mlp_ratios=tuple(mlp_ratios),
                          head_dim=head_dim, patch_size=patch_size, **kw)
+
+    def _canonical(self, arch):
+        """Heads and MLP ratio of layers beyond the depth set to their first option."""
+        unused = [f"{kind}_{i}" for i in range(arch["depth"], max(self.config["depths"]))
+                  for kind in ("num_heads", "mlp_ratio")]
+        return self._first_options(arch, unused)
+
+    def _distinct_structures(self, limit):
+        c = self.choices
+        return len(c["embed_dim"]) * sum(
+            math.prod(len(c[f"num_heads_{i}"]) * len(c[f"mlp_ratio_{i}"]) for i in range(d))
+            for d in c["depth"])
 
     def _check_shape(self):
         p = self.config["patch_size"]

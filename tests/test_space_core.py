@@ -158,3 +158,98 @@ def test_bad_space_definitions():
         Space({"w": (1, 1)})
     with pytest.raises(ValueError, match="not a JSON scalar"):
         Space({"w": ([1],)})
+
+
+# Shipped spaces small enough to enumerate, restricted where the defaults are not.
+ENUMERABLE = {
+    "mlp": spaces.get("mlp"),
+    "mlp-restricted": spaces.get("mlp").restrict("width_1", [16, 64]).restrict("depth", [2, 4]),
+    "cnn1d": spaces.get("cnn1d", channels=(8, 16), depths=(1, 2)),
+    "convnet": spaces.get("convnet", widths=(8, 16), strides=(1, 2), kernels=(3, 5), expands=(3, 4),
+                          depths=(1, 2, 3)).restrict("kernel_1_2", [5]),
+    "vit": spaces.get("vit"),
+    "nb201": spaces.get("nb201"),
+    "nb201-no-pool": spaces.get("nb201", ops=("none", "skip_connect", "nor_conv_1x1")),
+}
+
+
+def _networks(space):
+    return {json.dumps(space.canonical(a)) for a in space.enumerate()}
+
+
+@pytest.mark.parametrize("name", sorted(ENUMERABLE))
+def test_distinct_size_counts_the_canonical_forms_and_canonical_is_idempotent(name):
+    space = ENUMERABLE[name]
+    networks = _networks(space)
+    assert space.distinct_size() == len(networks) <= space.size()
+    assert all(space.canonical(json.loads(n)) == json.loads(n) for n in networks)
+
+
+def test_distinct_sizes_of_the_shipped_spaces():
+    sizes = {name: (spaces.get(name).size(), spaces.get(name).distinct_size()) for name in spaces.names()}
+    assert sizes["mlp"] == (10_000, 4 * (5 + 5**2 + 5**3 + 5**4))           # activation × widths used
+    assert sizes["convnet"][1] == (9**2 + 9**3 + 9**4) ** 3                    # (kernel × expand)^depth
+    assert sizes["vit"] == (9_216, 3 * (4**3 + 4**4 + 4**5))
+    assert sizes["cnn1d"] == (46_656, 46_656)                                  # every decision used
+    assert sizes["nb201"] == (15_625, len(_networks(spaces.get("nb201"))))
+
+
+def test_canonical_sets_unused_decisions_to_their_first_option():
+    mlp = spaces.get("mlp")
+    arch = {"depth": 2, "width_0": 64, "width_1": 32, "width_2": 256, "width_3": 128, "activation": "gelu"}
+    assert mlp.canonical(arch) == {**arch, "width_2": 16, "width_3": 16}
+    convnet = spaces.get("convnet")
+    arch = {**convnet.sample(0), "depth_0": 4, "depth_1": 2, "depth_2": 4}
+    canonical = convnet.canonical(arch)
+    assert all(canonical[f"{k}_1_{b}"] == convnet.choices[f"{k}_1_{b}"][0]
+               for b in (2, 3) for k in ("kernel", "expand"))
+    assert {k: v for k, v in canonical.items() if "_1_2" not in k and "_1_3" not in k} == \
+        {k: v for k, v in arch.items() if "_1_2" not in k and "_1_3" not in k}
+    toy = Space.from_choices(CHOICES)
+    assert all(toy.canonical(a) == a for a in toy.enumerate())   # no unused decisions: identity
+
+
+def test_nb201_canonical_cuts_edges_that_cannot_change_the_output():
+    space = spaces.get("nb201")
+    none = {e: "none" for e in space.names}
+    # Node 2 reaches nothing: the edges into it are unused.
+    lost = {**none, "edge_1_0": "nor_conv_3x3", "edge_2_0": "nor_conv_1x1", "edge_2_1": "skip_connect",
+            "edge_3_1": "avg_pool_3x3"}
+    assert space.canonical(lost) == {**lost, "edge_2_0": "none", "edge_2_1": "none"}
+    # Node 1 receives nothing: a skip or pool out of it adds zero, a conv → BN does not.
+    silent = {**none, "edge_2_0": "skip_connect", "edge_2_1": "avg_pool_3x3", "edge_3_1": "skip_connect",
+              "edge_3_2": "nor_conv_3x3"}
+    assert space.canonical(silent) == {**silent, "edge_2_1": "none", "edge_3_1": "none"}
+    kept = {**silent, "edge_3_1": "nor_conv_1x1"}
+    assert space.canonical(kept) == {**kept, "edge_2_1": "none"}
+    # Whatever the edges, a cell whose output gets nothing from its input is the empty cell.
+    assert space.canonical({**none, "edge_2_0": "nor_conv_3x3", "edge_2_1": "skip_connect"}) == none
+    # Without `none` among an edge's options nothing is cut there.
+    no_none = space.restrict("edge_2_0", ["skip_connect"])
+    assert no_none.canonical({**lost, "edge_2_0": "skip_connect"}) == {**lost, "edge_2_0": "skip_connect",
+                                                                      "edge_2_1": "none"}
+
+
+def test_an_unused_kernel_makes_its_sparsity_choice_unused():
+    mlp = spaces.get("mlp", max_depth=2, widths=(8, 16)).bind((4,), 3)
+    kernels = ["hidden.0.kernel", "hidden.1.kernel", "head.kernel"]
+    space = mlp.with_sparsity([0.0, 0.5, 0.9], kernels)
+    arch = {"depth": 1, "width_0": 16, "width_1": 16, "activation": "tanh",
+            "sparsity:hidden.0.kernel": 0.5, "sparsity:hidden.1.kernel": 0.9, "sparsity:head.kernel": 0.9}
+    assert space.canonical(arch) == {**arch, "width_1": 8, "sparsity:hidden.1.kernel": 0.0}
+    networks = _networks(space)
+    assert space.distinct_size() == len(networks) == 4 * (2 * 3**2 + 4 * 3**3)
+    parent = space.canonical(arch)
+    assert all(space.canonical(space.mutate(parent, seed=s)) != parent for s in range(30))
+    shared = mlp.with_sparsity([0.0, 0.5])           # one choice for every kernel: always used
+    assert shared.distinct_size() == 2 * mlp.distinct_size()
+
+
+@pytest.mark.parametrize("name", ["mlp", "convnet", "vit", "nb201"])
+def test_a_mutation_changes_the_network(name):
+    space = spaces.get(name)
+    for s in range(30):
+        parent = space.canonical(space.sample(seed=s))
+        child = space.mutate(parent, seed=s)
+        assert sum(parent[k] != child[k] for k in space.names) == 1
+        assert space.canonical(child) != parent

@@ -65,6 +65,38 @@ def test_extract_equals_masked_supernet_and_costs_are_exact(name):
         assert nas.count_params(sub) < nas.count_params(model) or space.size() == 1
 
 
+def _model_with_random_statistics(name):
+    """The supernet with every BatchNorm's running statistics drawn at random: in inference
+    mode a conv → BN edge then maps a zero input to (0 − mean)/√(var + ε), not to zero."""
+    space = _space(name)
+    model = nas.supernet(space, input_shape=CASES[name], num_classes=10, seed=0)
+    rng = np.random.default_rng(0)
+    for path, variable in nnx.iter_graph(model):
+        if isinstance(variable, nnx.BatchStat):
+            shape = variable[...].shape
+            value = rng.normal(size=shape) if path[-1] == "mean" else rng.uniform(0.5, 2.0, shape)
+            variable[...] = jnp.asarray(value, jnp.float32)
+    return space, model, rng.normal(size=(4,) + CASES[name]).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_canonical_arch_is_the_same_network(name):
+    space, model, x = _model_with_random_statistics(name)
+    rng = np.random.default_rng(0)
+    recoded = []
+    for seed in range(400):
+        # Half the decisions at their first option (nb201: none) leaves many of them unused.
+        arch = {k: o[0] if rng.random() < 0.5 else v
+                for (k, o), v in zip(space.choices.items(), space.sample(seed=seed).values())}
+        if space.canonical(arch) != arch:
+            recoded.append(arch)
+    assert len(recoded) >= 2 * N_ARCHS or name.startswith("cnn1d")   # cnn1d uses every decision
+    for arch in recoded[:2 * N_ARCHS]:
+        canonical = space.canonical(arch)
+        assert space.canonical(canonical) == canonical
+        np.testing.assert_array_equal(np.asarray(model(x, arch)), np.asarray(model(x, canonical)))
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_one_compilation_serves_every_arch_and_mixture(name, compile_counter):
     space = _space(name)
@@ -130,6 +162,19 @@ def test_nb201_string_and_parameter_free_cell():
     conv = {**arch, "edge_1_0": "nor_conv_3x3"}
     # one 3×3 conv per cell at 16, 32, 64 channels (its BatchNorm is affine-free)
     assert space.params(conv) - space.params(arch) == sum(9 * c * c for c in (16, 32, 64))
+
+
+def test_nb201_canonical_keeps_a_conv_edge_out_of_a_zero_node():
+    space, model, x = _model_with_random_statistics("nb201")
+    # Node 1 receives nothing; node 2 reads it through edge_2_1 and feeds the output.
+    arch = {**{e: "none" for e in space.names}, "edge_3_0": "skip_connect", "edge_3_2": "skip_connect"}
+    outputs = {op: np.asarray(model(x, {**arch, "edge_2_1": op})) for op in space.choices["edge_2_1"]}
+    for op in ("skip_connect", "avg_pool_3x3"):           # zero in, zero out: the same network
+        assert space.canonical({**arch, "edge_2_1": op}) == space.canonical(arch)
+        np.testing.assert_array_equal(outputs[op], outputs["none"])
+    for op in ("nor_conv_1x1", "nor_conv_3x3"):           # BN of zero is −mean/√(var + ε)
+        assert space.canonical({**arch, "edge_2_1": op})["edge_2_1"] == op
+        assert np.abs(outputs[op] - outputs["none"]).max() > 1e-3
 
 
 def test_input_shape_is_checked():
