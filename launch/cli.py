@@ -1,7 +1,7 @@
 """The `nas` command line.
 
-    nas spaces                       list the search spaces with their sizes
-    nas spaces show NAME             options, choices, size, min/max params and FLOPs
+    nas spaces                       list the search spaces with their sizes (encodings, networks)
+    nas spaces show NAME             options, choices, sizes, min/max params and FLOPs
     nas config [SECTION]             every config field with its default and help
     nas train (--arch ARCH.json | --sample SEED) [--space S] [--space-options JSON] [--out DIR]
                                      train one fixed architecture from scratch
@@ -141,7 +141,8 @@ def cmd_spaces(args) -> None:
         defaults = spaces.options(args.name)
         space = configs.space(args.name, args.space_options)
         space = space.bind(args.input_shape, args.num_classes)
-        print(f"space {space.name}: {len(space.names)} choices, {_fmt(space.size())} architectures")
+        print(f"space {space.name}: {len(space.names)} choices, {_fmt(space.size())} architectures "
+              f"(encodings), {_fmt(space.distinct_size())} distinct networks")
         print(f"input {space.input_shape}, {space.num_classes} classes")
         if defaults:
             print("options (space.options):")
@@ -159,10 +160,12 @@ def cmd_spaces(args) -> None:
             approx = "" if exact else " (coordinate search)"
             print(f"{label}: min {_fmt(cost(low))}, max {_fmt(cost(high))}{approx}")
         return
-    print(f"{'space':<10} {'choices':>8} {'architectures':>22}")
+    # An encoding sets every choice; several encode one network when it leaves some unused.
+    print(f"{'space':<10} {'choices':>8} {'architectures':>22} {'distinct networks':>22}")
     for name in spaces.names():
         space = spaces.get(name)
-        print(f"{name:<10} {len(space.names):>8} {_fmt(space.size()):>22}")
+        print(f"{name:<10} {len(space.names):>8} {_fmt(space.size()):>22} "
+              f"{_fmt(space.distinct_size()):>22}")
 
 
 def cmd_config(args) -> None:

@@ -353,13 +353,16 @@ def _controller(cfg: configs.Config, space, constraint):
     return controllers.get(name, space, seed=cfg.seed, constraint=constraint, **options)
 
 
-def _top_candidates(evaluated: list[tuple[dict, float]], k: int) -> list[tuple[dict, float]]:
+def _top_candidates(space, evaluated: list[tuple[dict, float]], k: int) -> list[tuple[dict, float]]:
+    """The `k` best distinct networks, each in canonical form (`Space.canonical`): two
+    encodings of one network are retrained once."""
     seen, out = set(), []
     for arch, acc in sorted(evaluated, key=lambda item: -item[1]):
-        key = tuple(arch.items())
+        network = space.canonical(arch)
+        key = tuple(network.items())
         if key not in seen:
             seen.add(key)
-            out.append((arch, acc))
+            out.append((network, acc))
         if len(out) == k:
             break
     return out
@@ -608,7 +611,7 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
 
         # ---------------------------------------------------------------- retrain phase
         t0 = time.perf_counter()
-        candidates = _top_candidates(evaluated, cfg.search.candidates)
+        candidates = _top_candidates(space, evaluated, cfg.search.candidates)
         rc = cfg.retrain
         train_cfg = TrainConfig.from_config(cfg)
         results = []

@@ -97,7 +97,9 @@ class Controller:
 
     Subclasses implement `_propose(rng, slot) -> arch` (one candidate for position
     `slot` of the current ask; constraint and duplicate filtering happen here) and
-    may override `_observe(archs, scores)`.
+    may override `_observe(archs, scores)`. Archs are compared as networks: the
+    history holds canonical forms (`Space.canonical`), and `_observe` also receives
+    proposals of told networks with the score told before.
     """
 
     name = "controller"
@@ -110,42 +112,57 @@ class Controller:
         self.max_tries = _positive_int(self.name, "max_tries", max_tries)
         self.rng = np.random.default_rng(seed)
         self.history: list[tuple[Arch, tuple[float, ...]]] = []
-        self._seen: set[tuple] = set()
+        self._seen: dict[tuple, tuple[float, ...]] = {}   # canonical arch → its latest score
 
     # ------------------------------------------------------------------ interface
     def ask(self, n: int = 1) -> list[Arch]:
-        """`n` new candidates that satisfy the constraint. Archs already told are
-        avoided while the space still has unseen ones within reach."""
+        """`n` candidates that satisfy the constraint, each the canonical form
+        (`Space.canonical`) of a network neither told nor asked before while the space
+        still has such networks within reach."""
         n = _positive_int(self.name, "ask(n)", n)
-        out, asked = [], set()
+        out, settled = [], set()
         for _ in range(n):
-            arch = None
-            for attempt in range(self.max_tries):
-                candidate = self.space.validate(self._propose(self.rng, len(out)))
-                if self.constraint is not None and not self.constraint(candidate):
-                    continue
-                arch = candidate
-                # Late attempts accept repeats: a small (or tightly constrained) space runs out.
-                if _key(candidate) not in self._seen and _key(candidate) not in asked \
-                        or attempt >= self.max_tries // 10:
-                    break
-            if arch is None:
-                raise ValueError(f"{self.name}: no architecture satisfying the constraint in "
-                                 f"{self.max_tries} tries; loosen it (e.g. search.max_params)")
-            asked.add(_key(arch))
+            arch = self._new_network(settled, len(out))
+            settled.add(_key(arch))
             out.append(arch)
         return out
+
+    def _new_network(self, settled: set[tuple], slot: int) -> Arch:
+        """One candidate for `slot`, a network not in `settled` (this ask's networks so
+        far, asked or told back). A proposal of a network already told is not asked
+        again: its score is told back at once (`_observe`; once per ask, so a controller
+        circling among told networks does not fill its population with them) and the
+        controller proposes anew. After a tenth of `max_tries` the proposals are uniform
+        samples, and after a fifth a repeat is accepted: a small (or tightly
+        constrained) space runs out of networks."""
+        arch = None
+        for attempt in range(self.max_tries):
+            own = attempt < self.max_tries // 10 or attempt >= self.max_tries // 5
+            proposal = self._propose(self.rng, slot) if own else self.space.sample(self.rng)
+            candidate = self.space.canonical(proposal)
+            if self.constraint is not None and not self.constraint(candidate):
+                continue
+            arch, key = candidate, _key(candidate)
+            if attempt >= self.max_tries // 5 or key not in self._seen and key not in settled:
+                return arch
+            if key in self._seen and key not in settled and attempt < self.max_tries // 10:
+                settled.add(key)
+                self._observe([candidate], [self._seen[key]])
+        if arch is None:
+            raise ValueError(f"{self.name}: no architecture satisfying the constraint in "
+                             f"{self.max_tries} tries; loosen it (e.g. search.max_params)")
+        return arch
 
     def tell(self, archs: Sequence[Mapping], scores: Sequence) -> None:
         """Record evaluated archs; `scores[i]` is a number, or a tuple of numbers
         for multi-objective controllers (every entry: higher is better)."""
         if len(archs) != len(scores):
             raise ValueError(f"{self.name}: tell got {len(archs)} archs but {len(scores)} scores")
-        archs = [self.space.validate(a) for a in archs]
+        archs = [self.space.canonical(a) for a in archs]
         rows = [self._score_row(s) for s in scores]
         for arch, row in zip(archs, rows):
             self.history.append((arch, row))
-            self._seen.add(_key(arch))
+            self._seen[_key(arch)] = row
         self._observe(archs, rows)
 
     def _best(self, caller: str) -> tuple[Arch, tuple[float, ...]]:
@@ -180,7 +197,7 @@ class Controller:
         self.rng.bit_generator.state = state["rng"]
         self.history = [(self.space.validate(a), tuple(float(v) for v in row))
                         for a, row in state["history"]]
-        self._seen = {_key(a) for a, _ in self.history}
+        self._seen = {_key(self.space.canonical(a)): row for a, row in self.history}
         self._load_state(state)
 
     # ------------------------------------------------------------------ hooks
@@ -301,10 +318,15 @@ class AutoFormerEvolution(Controller):
         if not 0.0 <= mutation_prob <= 1.0:
             raise ValueError(f"autoformer: mutation_prob must be in [0, 1], got {mutation_prob}")
         self.mutation_prob = float(mutation_prob)
+        self._ranked: tuple[int, list[Arch]] = (-1, [])
 
-    def _parents(self, told: Sequence[tuple[Arch, tuple[float, ...]]]) -> list[Arch]:
-        ranked = sorted(told, key=lambda item: item[1], reverse=True)
-        return [a for a, _ in ranked[:self.parents]]
+    def _parents(self, told: int) -> list[Arch]:
+        """The `parents` best of the first `told` archs of the history (kept: every
+        proposal asks, and the history only grows)."""
+        if self._ranked[0] != told:
+            ranked = sorted(self.history[:told], key=lambda item: item[1], reverse=True)
+            self._ranked = (told, [a for a, _ in ranked[:self.parents]])
+        return self._ranked[1]
 
     def _propose(self, rng, slot):
         child = len(self.history) + slot - self.population_size
@@ -312,12 +334,16 @@ class AutoFormerEvolution(Controller):
             return self.space.sample(rng)
         per_generation = self.mutations + self.crossovers
         generation, rank = divmod(child, per_generation)
-        parents = self._parents(self.history[:self.population_size + generation * per_generation])
+        parents = self._parents(min(self.population_size + generation * per_generation,
+                                    len(self.history)))
         if _is_mutation(rank, self.mutations, per_generation):
             return self.space.mutate(parents[rng.integers(len(parents))], rng,
                                      prob=self.mutation_prob)
         i, j = _two_distinct(rng, len(parents))
         return self.space.crossover(parents[i], parents[j], rng)
+
+    def _load_state(self, state):
+        self._ranked = (-1, [])           # ranked from the history that was replaced
 
 
 @register("nsga2")
@@ -342,6 +368,7 @@ class NSGA2(Controller):
             raise ValueError(f"nsga2: mutation_prob must be in [0, 1], got {mutation_prob}")
         self.mutation_prob = float(mutation_prob)
         self.population: list[tuple[Arch, tuple[float, ...]]] = []
+        self._standing = None   # `_rank()` of the population, kept until it changes
 
     def _tournament(self, rng, ranks, crowding) -> Arch:
         i, j = _two_distinct(rng, len(self.population))
@@ -351,27 +378,41 @@ class NSGA2(Controller):
     def _propose(self, rng, slot):
         if len(self.population) + slot < self.population_size or not self.population:
             return self.space.sample(rng)
+        if self._standing is None:
+            self._standing = self._rank()
+        ranks, crowding = self._standing
+        child = self.space.crossover(self._tournament(rng, ranks, crowding),
+                                     self._tournament(rng, ranks, crowding), rng)
+        return self.space.mutate(child, rng, prob=self.mutation_prob)
+
+    def _rank(self) -> tuple[np.ndarray, np.ndarray]:
+        """(front rank, crowding distance) of every member."""
         scores = np.array([row for _, row in self.population])
         ranks, crowding = np.zeros(len(scores), int), np.zeros(len(scores))
         for r, members in enumerate(pareto.non_dominated_sort(scores)):
             ranks[members] = r
             crowding[members] = pareto.crowding_distance(scores[members])
-        child = self.space.crossover(self._tournament(rng, ranks, crowding),
-                                     self._tournament(rng, ranks, crowding), rng)
-        return self.space.mutate(child, rng, prob=self.mutation_prob)
+        return ranks, crowding
 
     def _observe(self, archs, rows):
         widths = {len(r) for _, r in self.population} | {len(r) for r in rows}
         if len(widths) > 1:
             raise ValueError(f"nsga2: every arch needs the same number of objectives, got {widths}")
-        merged = self.population + list(zip(archs, rows))
+        # The population holds distinct networks: one told back from history while still
+        # a member (or told twice) would only crowd the front.
+        merged, members = list(self.population), {_key(a) for a, _ in self.population}
+        for arch, row in zip(archs, rows):
+            if _key(arch) not in members:
+                members.add(_key(arch))
+                merged.append((arch, row))
         if len(merged) > self.population_size:
             keep = pareto.nsga2_select(np.array([r for _, r in merged]), self.population_size)
             merged = [merged[i] for i in keep]
-        self.population = merged
+        self.population, self._standing = merged, None
 
     def _state(self):
         return {"population": [[a, list(r)] for a, r in self.population]}
 
     def _load_state(self, state):
-        self.population = [(self.space.validate(a), tuple(r)) for a, r in state["population"]]
+        self.population = [(self.space.canonical(a), tuple(r)) for a, r in state["population"]]
+        self._standing = None

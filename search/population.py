@@ -70,6 +70,15 @@ class PopulationEvaluator:
         self.levels = levels
 
     def evaluate(self, archs: Sequence[Arch]) -> list[float]:
+        """One accuracy per arch; each network is scored once (encodings of one network,
+        `Space.canonical`, share its score)."""
+        networks: dict[tuple, int] = {}
+        slots = [networks.setdefault(tuple(self.space.canonical(a).items()), len(networks))
+                 for a in archs]
+        accuracies = self._accuracies([dict(network) for network in networks])
+        return [accuracies[i] for i in slots]
+
+    def _accuracies(self, archs: Sequence[Arch]) -> list[float]:
         if not archs:
             return []
         vectors = np.stack([self.space.index_vector(a) for a in archs])

@@ -27,11 +27,13 @@ def test_spaces_lists_every_space_with_its_size(capsys):
     for name in spaces.names():
         assert name in out
     assert "46,656" in out  # cnn1d: (4·3·3)^3
+    assert "distinct networks" in out and "3,120" in out  # mlp: 10,000 encodings of 3,120 networks
 
 
 def test_spaces_show_reports_exact_min_and_max(capsys):
     code, out, _ = run(capsys, "spaces", "show", "cnn1d")
     assert code == 0 and "channels_0" in out
+    assert "46,656 architectures (encodings), 46,656 distinct networks" in out
     space = spaces.get("cnn1d")
     params = [space.params(a) for a in space.enumerate()]
     assert f"params: min {min(params):,}, max {max(params):,}" in out

@@ -111,3 +111,28 @@ def test_a_different_config_in_an_existing_run_dir_is_refused(tmp_path, capsys):
     (run / "config.yaml").write_text("seed: 99\n")
     assert cli.main(["search", str(_write(tmp_path, TINY)), "--out", str(run), "--quiet"]) == 2
     assert "holds a different config" in capsys.readouterr().err
+
+
+def test_encodings_of_one_network_among_the_top_candidates_are_retrained_once(tmp_path, capsys):
+    import spaces
+    from search import controllers
+    body = {"seed": 0, "space": {"name": "mlp", "options": {"max_depth": 2, "widths": [8, 16]}},
+            "data": {"name": "synthetic", "options": {"input_shape": [8], "n_train": 200,
+                                                      "n_test": 50}},
+            "supernet": {"method": "uniform", "epochs": 1, "batch_size": 32},
+            "search": {"controller": "random", "evaluations": 3, "candidates": 2},
+            "retrain": {"epochs": 1, "batch_size": 32}}
+    space = spaces.get("mlp", max_depth=2, widths=[8, 16]).bind((8,), 10)
+    shallow = {"depth": 1, "width_0": 16, "width_1": 8, "activation": "relu"}
+    other = {"depth": 2, "width_0": 8, "width_1": 8, "activation": "tanh"}
+    # A search state whose history holds two encodings of one network (as a search made
+    # before controllers compared networks could have told): its two best archs.
+    state = controllers.get("random", space).state_dict()
+    state["history"] = [[shallow, [0.9]], [{**shallow, "width_1": 16}, [0.8]], [other, [0.5]]]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "search_state.json").write_text(json.dumps(state))
+    assert cli.main(["search", str(_write(tmp_path, body)), "--out", str(run), "--quiet"]) == 0
+    info = json.loads((run / "best" / "arch.json").read_text())
+    assert [c["choices"] for c in info["search"]["candidates"]] == [shallow, other]
+    assert info["cost"]["retrained_candidates"] == 2

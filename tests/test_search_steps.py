@@ -170,6 +170,19 @@ def test_population_evaluation_matches_arch_by_arch(name, compile_counter):
         assert acc == pytest.approx(expected, abs=1e-9)
 
 
+def test_population_evaluation_scores_each_network_once():
+    space, model, x, y = _setup("mlp", batch=24)
+    graphdef, params, rest = engine.split(model)
+    evaluator = PopulationEvaluator(graphdef, params, rest, space, x, y, chunk=4)
+    shallow, deep = {**space.sample(0), "depth": 1}, {**space.sample(1), "depth": 4}
+    archs = [shallow, deep, {**shallow, "width_2": 256}, {**shallow, "width_3": 128}, deep]
+    scored = []
+    evaluator._accuracies = lambda networks: scored.extend(networks) or [0.25, 0.5]
+    # Two networks scored, each score handed to every encoding of its network.
+    assert evaluator.evaluate(archs) == [0.25, 0.5, 0.25, 0.25, 0.5]
+    assert scored == [space.canonical(shallow), space.canonical(deep)]
+
+
 def test_population_evaluation_needs_data():
     space, model, x, y = _setup("mlp")
     graphdef, params, rest = engine.split(model)
