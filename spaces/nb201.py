@@ -115,7 +115,10 @@ class Edge(nnx.Module):
             # edge (gate 0) from moving the running statistics.
             out = out + self.bn(y, jnp.full((x.shape[-1],), gate), train)
             stats = None if train else (self.bn.mean[...], self.bn.var[...])
-            out = out + _idle_conv_gradient(conv_p, h, self.conv.kernel[...], stats,
+            # Only conv_p may carry a gradient in: a step that differentiates the
+            # weights alone (sampled training) then never runs the per-option convs.
+            out = out + _idle_conv_gradient(conv_p, jax.lax.stop_gradient(h),
+                                            jax.lax.stop_gradient(self.conv.kernel[...]), stats,
                                             self.conv_kernels, self.bn.eps)
         return out
 
