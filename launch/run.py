@@ -192,6 +192,19 @@ def _constraint(space, cfg: configs.SearchConfig, sparse_setup: SparseSetup | No
     return ok
 
 
+def _check_measured_budget(space, cfg: configs.SearchConfig, sparse_setup: SparseSetup) -> None:
+    """The budget was checked against the estimated charge before training; a trained
+    supernet's prefixes can hold more nonzeros than that, so check it again."""
+    if cfg.max_nonzero is None:
+        return
+    sparsest, _, _ = space.extremes(lambda a: sparse_setup.nonzero(space, a))
+    fewest = sparse_setup.nonzero(space, sparsest)
+    if fewest > cfg.max_nonzero:
+        raise ValueError(f"config search.max_nonzero = {cfg.max_nonzero}: after supernet training the "
+                         f"sparsest arch of {space.name!r} holds {fewest:,} nonzero parameters (the "
+                         "estimate before training was lower); raise the budget and run into a new --out")
+
+
 def _supernet_extremes(space, constraint, size):
     """(max, min) archs by `size` (params, or nonzeros when sparse), the max within
     the budget when there is one."""
@@ -552,6 +565,7 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=p
         bar.close()
         if sparse_setup is not None:
             sparse_setup.measure(phase.masked_params())
+            _check_measured_budget(space, cfg.search, sparse_setup)
         cost["supernet_seconds"] = round(time.perf_counter() - t0, 1)
         cost["supernet_steps"] = phase.steps
 

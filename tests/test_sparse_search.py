@@ -278,3 +278,23 @@ def test_pruning_rounds_remove_a_fifth_of_the_kept_weights_until_the_target():
     assert round_budgets(1000, 1000) == [1000]
     with pytest.raises(ValueError, match="rate"):
         round_budgets(1000, 100, rate=1.0)
+
+
+def test_a_budget_below_the_measured_sparsest_arch_is_one_clear_error():
+    from launch.run import _check_measured_budget, _sparse_setup
+    cfg = configs.from_dict({"space": {"name": "mlp"},
+                             "sparse": {"levels": [0.5, 0.8], "distribution": "uniform"},
+                             "search": {"max_nonzero": 10**9}})
+    base = spaces.get("mlp", max_depth=2, widths=(16, 32, 64), activations=("relu",)).bind((40,), 10)
+    model = nas.supernet(base, seed=0)
+    space, setup = _sparse_setup(cfg, base, model)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def prefix_heavy(name, weight):   # small archs' slices hold the largest weights
+        return weight * jnp.asarray(1.0 + 3.0 * (np.arange(weight.shape[-1]) < 16), weight.dtype)
+    setup.measure(masklib.map_named(prefix_heavy, params, setup.names))
+    measured = min(setup.nonzero(space, a) for a in space.enumerate())
+    _check_measured_budget(space, cfg.search, setup)                      # a generous budget passes
+    cfg.search.max_nonzero = measured - 1
+    with pytest.raises(ValueError, match=f"search.max_nonzero = {measured - 1}: after supernet training"):
+        _check_measured_budget(space, cfg.search, setup)
