@@ -102,7 +102,8 @@ class SparseSetup:
     names: list[str]                 # prunable kernels of the supernet, in forward order
     target: float                    # the fixed sparsity (when not searched)
     levels: Levels | None            # searched sparsity choices
-    densities: dict[str, float]      # fixed sparsity: each kernel's density at `target`
+    densities: dict[str, float] = dataclasses.field(default_factory=dict)  # fixed sparsity:
+    #                                  each kernel's density at `target` (levels hold their own)
     counts: dict | None = None       # after `measure`: kernel → [SliceCounts per level]
 
     def sparsity(self, space, arch, kernel: str) -> float:
@@ -157,8 +158,7 @@ def _sparse_setup(cfg: configs.Config, space, model):
     per_kernel = names if cfg.sparse.per == "layer" else None
     searched = space.with_sparsity(levels, per_kernel)
     choice_of = tuple((n, f"sparsity:{n}" if per_kernel else "sparsity") for n in names)
-    return searched, SparseSetup(names, 0.0, Levels.of(choice_of, levels, shapes, cfg.sparse.distribution),
-                                 {})
+    return searched, SparseSetup(names, 0.0, Levels.of(choice_of, levels, shapes, cfg.sparse.distribution))
 
 
 def _constraint(space, cfg: configs.SearchConfig, sparse_setup: SparseSetup | None = None):

@@ -106,6 +106,13 @@ def depthwise_conv(x, kernel, stride: int = 1):
     return out
 
 
+def batch_statistics(x):
+    """Per-channel (mean, biased variance) of `x` over every axis but the last."""
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axes)
+    return mean, jnp.mean(jnp.square(x - mean), axes)
+
+
 class BatchNorm(nnx.Module):
     """BatchNorm over the last axis with statistics of the active channels only.
 
@@ -124,9 +131,7 @@ class BatchNorm(nnx.Module):
 
     def __call__(self, x, mask=None, train: bool = False):
         if train:
-            axes = tuple(range(x.ndim - 1))
-            mean = jnp.mean(x, axes)
-            var = jnp.mean(jnp.square(x - mean), axes)
+            mean, var = batch_statistics(x)
             active = True if mask is None else mask > 0
             m = self.momentum
             self.mean[...] = jnp.where(active, m * self.mean[...] + (1 - m) * mean, self.mean[...])

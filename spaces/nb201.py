@@ -42,11 +42,7 @@ _ZERO_ON_ZERO = ("skip_connect", "avg_pool_3x3")
 
 def _normalise(y, stats, eps):
     """Affine-free BatchNorm of `y`: batch statistics when `stats` is None, else (mean, var)."""
-    if stats is None:
-        axes = tuple(range(y.ndim - 1))
-        mean = jnp.mean(y, axes)
-        stats = mean, jnp.mean(jnp.square(y - mean), axes)
-    mean, var = stats
+    mean, var = layers.batch_statistics(y) if stats is None else stats
     return (y - mean) * jax.lax.rsqrt(var + eps)
 
 
