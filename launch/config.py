@@ -144,6 +144,14 @@ class SparseConfig:
 
 
 @dataclasses.dataclass
+class CheckpointConfig:
+    every_steps: int | None = None      # save after this many units of progress (supernet steps,
+    #                                     search generations, retrained candidates), or
+    every_seconds: float | None = 300.0  # after this many seconds, whichever first; phase ends always
+    keep: int = 3                       # checkpoints kept (plus the one with the lowest supernet loss)
+
+
+@dataclasses.dataclass
 class Config:
     seed: int = 0                       # init, splits, sampling, controller
     space: SpaceConfig = dataclasses.field(default_factory=SpaceConfig)  # the search space
@@ -153,6 +161,7 @@ class Config:
     retrain: RetrainConfig = dataclasses.field(default_factory=RetrainConfig)  # the top candidates
     #                                     trained again and tested
     sparse: SparseConfig = dataclasses.field(default_factory=SparseConfig)  # sparse joint search
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)  # resume points
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -178,7 +187,7 @@ _POSITIVE = {"supernet.epochs", "supernet.batch_size", "search.evaluations", "se
              "search.population", "search.sample", "search.parents", "search.calibration",
              "search.candidates", "retrain.epochs", "retrain.batch_size", "search.max_params",
              "search.max_flops", "search.min_params", "search.max_nonzero", "sparse.update_every",
-             "sparse.grid", "sparse.calibration"}
+             "sparse.grid", "sparse.calibration", "checkpoint.every_steps", "checkpoint.keep"}
 
 
 def _type_ok(value, annotation) -> bool:

@@ -202,7 +202,7 @@ def test_population_evaluation_with_batch_norm_needs_a_calibration_batch():
 
 
 def test_collapse_warning_fires_when_half_the_decisions_are_cheapest():
-    from launch.run import _collapse_lines, cheapest_decisions
+    from launch.report import cheapest_decisions, collapse_lines
     space = spaces.get("nb201", channels=4, cells_per_stage=1).bind((8, 8, 3), 10)
     edges = list(space.choices)
     alpha = {e: jnp.zeros(5) for e in edges}
@@ -211,10 +211,10 @@ def test_collapse_warning_fires_when_half_the_decisions_are_cheapest():
     # A hand count: the three parameter-free edges, and the 1×1 conv is cheaper than the 3×3.
     assert cheapest_decisions(space, half) == edges[:3]
     assert cheapest_decisions(space, {**conv, edges[5]: "nor_conv_1x1"}) == []
-    assert any("warning: 3 of 6 decisions" in line for line in _collapse_lines(space, half, alpha))
-    assert not any("warning" in line for line in _collapse_lines(space, conv, alpha))
+    assert any("warning: 3 of 6 decisions" in line for line in collapse_lines(space, half, alpha))
+    assert not any("warning" in line for line in collapse_lines(space, conv, alpha))
     two = {**conv, edges[0]: "none", edges[1]: "skip_connect"}
-    assert not any("warning" in line for line in _collapse_lines(space, two, alpha))
+    assert not any("warning" in line for line in collapse_lines(space, two, alpha))
     mlp = spaces.get("mlp").bind((40,), 10)   # activations cost nothing: never counted
     arch = {**mlp.extremes(mlp.params)[1], "activation": "relu"}
     assert cheapest_decisions(mlp, arch) == []

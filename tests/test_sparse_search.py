@@ -227,13 +227,13 @@ def _evaluated_nonzero(model, setup, space, arch):
 @pytest.mark.parametrize("distribution", ["erk", "uniform"])
 @pytest.mark.parametrize("searched", [False, True])
 def test_charged_nonzeros_are_those_of_the_evaluated_sub_network(distribution, searched):
-    from launch.run import _sparse_setup
+    from launch.costs import sparse_setup
     sparse_cfg = {"distribution": distribution, **({"levels": [0.5, 0.8]} if searched
                                                    else {"sparsity": 0.5})}
     cfg = configs.from_dict({"space": {"name": "mlp"}, "sparse": sparse_cfg})
     base = spaces.get("mlp", max_depth=2, widths=(16, 32, 64), activations=("relu",)).bind((40,), 10)
     model = nas.supernet(base, seed=0)
-    space, setup = _sparse_setup(cfg, base, model)
+    space, setup = sparse_setup(cfg, base, model)
     # A DST supernet at the lowest level: random masks of the distribution's densities, with
     # the prefix (what small archs use, trained every sandwich step) holding the larger weights.
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -281,20 +281,20 @@ def test_pruning_rounds_remove_a_fifth_of_the_kept_weights_until_the_target():
 
 
 def test_a_budget_below_the_measured_sparsest_arch_is_one_clear_error():
-    from launch.run import _check_measured_budget, _sparse_setup
+    from launch.costs import check_measured_budget, sparse_setup
     cfg = configs.from_dict({"space": {"name": "mlp"},
                              "sparse": {"levels": [0.5, 0.8], "distribution": "uniform"},
                              "search": {"max_nonzero": 10**9}})
     base = spaces.get("mlp", max_depth=2, widths=(16, 32, 64), activations=("relu",)).bind((40,), 10)
     model = nas.supernet(base, seed=0)
-    space, setup = _sparse_setup(cfg, base, model)
+    space, setup = sparse_setup(cfg, base, model)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
     def prefix_heavy(name, weight):   # small archs' slices hold the largest weights
         return weight * jnp.asarray(1.0 + 3.0 * (np.arange(weight.shape[-1]) < 16), weight.dtype)
     setup.measure(masklib.map_named(prefix_heavy, params, setup.names))
     measured = min(setup.nonzero(space, a) for a in space.enumerate())
-    _check_measured_budget(space, cfg.search, setup)                      # a generous budget passes
+    check_measured_budget(space, cfg.search, setup)                      # a generous budget passes
     cfg.search.max_nonzero = measured - 1
     with pytest.raises(ValueError, match=f"search.max_nonzero = {measured - 1}: after supernet training"):
-        _check_measured_budget(space, cfg.search, setup)
+        check_measured_budget(space, cfg.search, setup)

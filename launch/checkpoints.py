@@ -1,0 +1,217 @@
+"""The run state, its Orbax checkpoints, and stopping cleanly.
+
+A run's whole mutable state is one `RunState`: `arrays` (supernet params,
+arch logits, optimizer and sparse states, PRNG key, the current epoch's
+losses: saved with Orbax's StandardSave, restored onto the same shardings)
+and `meta` (plain JSON: each phase's progress, the data cursor, the
+controller state, retrain progress, the seconds each phase has cost, how many
+metrics rows belong to the state). A checkpoint is both, committed atomically
+by Orbax; saves are asynchronous (only the device-to-host copy blocks).
+
+Once a save has finished, the writing process records every file of the step
+with its size and CRC-32 in `<step>/files.json`; `Checkpoints.restore` walks
+the committed steps from the newest, checks them against that record, and
+reports a damaged step naming the file (truncated, altered or missing), then
+tries the previous step. A step Orbax itself cannot read is skipped the same way.
+`StopSignal` turns SIGTERM/SIGINT into a flag the phases check between steps
+(never saving from inside a handler); a phase that sees it saves and raises
+`Stopped`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import time
+import zlib
+from pathlib import Path
+
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as keep_policy
+
+
+@dataclasses.dataclass
+class RunState:
+    arrays: dict      # pytree of arrays: {"supernet": {...}}
+    meta: dict        # JSON: {"phases_done": [...], "<phase>": {...}, "seconds": {...}, "log_rows": n}
+
+    def done(self, phase: str) -> bool:
+        return phase in self.meta.setdefault("phases_done", [])
+
+    def finish(self, phase: str) -> None:
+        if not self.done(phase):
+            self.meta["phases_done"].append(phase)
+
+
+class Stopped(Exception):
+    """A stop was requested (SIGTERM/SIGINT or a preemption notice); the state is saved."""
+
+
+class CorruptCheckpoint(Exception):
+    """No committed checkpoint of the run could be read."""
+
+
+class StopSignal:
+    """SIGTERM and SIGINT set `requested` instead of killing the process (main thread only).
+    Multi-process runs leave SIGTERM to JAX's preemption service, which makes every process
+    stop at the same step (`CheckpointManager.reached_preemption`)."""
+
+    def __init__(self, handle: bool = True):
+        self.requested: str | None = None
+        self.handle = handle
+        self._previous: dict = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT) if self.handle else ():
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (a Ray worker, a test thread): no handler
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without waiting for the save
+        self.requested = signal.Signals(signum).name
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclasses.dataclass
+class SavePolicy:
+    """Save after `every_steps` units of a phase's progress or `every_seconds`, whichever first."""
+    every_steps: int | None
+    every_seconds: float | None
+    last: float = dataclasses.field(default_factory=time.monotonic)
+    units: int = 0
+
+    def tick(self, units: int = 1) -> bool:
+        """Count progress; True when a save is due (the caller then saves and calls `saved`)."""
+        self.units += units
+        if self.every_steps is not None and self.units >= self.every_steps:
+            return True
+        return self.every_seconds is not None and time.monotonic() - self.last >= self.every_seconds
+
+    def saved(self) -> None:
+        self.units, self.last = 0, time.monotonic()
+
+
+class Checkpoints:
+    """Orbax checkpoints of the run state in RUN_DIR/checkpoints: the last `keep`, plus the
+    one with the lowest supernet loss."""
+
+    def __init__(self, directory: Path, keep: int = 3, every_steps: int | None = None,
+                 every_seconds: float | None = 300.0, is_writer: bool = True,
+                 handle_signals: bool = True):
+        self.directory = Path(directory).absolute()
+        policy = keep_policy.AnyPreservationPolicy([
+            keep_policy.LatestN(keep),
+            keep_policy.BestN(get_metric_fn=lambda m: m["supernet_loss"], reverse=True, n=1,
+                              keep_checkpoints_without_metrics=False)])
+        self.manager = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
+            preservation_policy=policy, create=True))
+        self.policy = SavePolicy(every_steps, every_seconds)
+        self.stop = StopSignal(handle=handle_signals)
+        self.is_writer = is_writer
+        self._unrecorded: int | None = None
+
+    def save(self, state: RunState, metrics: dict | None = None) -> int:
+        """Start an asynchronous save of `state` as the next step; returns the step."""
+        self.wait()
+        step = (self.manager.latest_step() or 0) + 1
+        self.manager.save(step, args=ocp.args.Composite(
+            arrays=ocp.args.StandardSave(state.arrays), meta=ocp.args.JsonSave(state.meta)),
+            metrics=metrics)
+        self._unrecorded = step
+        self.policy.saved()
+        return step
+
+    def due(self, units: int = 1) -> bool:
+        """Count `units` of progress; True when a save is due (the policy, or a stop request)."""
+        return self.policy.tick(units) or self.stop_requested() is not None
+
+    def stop_requested(self) -> str | None:
+        """Why the run must stop (a signal's name, or a preemption notice), else None."""
+        if self.stop.requested:
+            return self.stop.requested
+        if self.manager.reached_preemption(self.manager.latest_step() or 0):
+            return "a preemption notice"
+        return None
+
+    def raise_if_stopped(self) -> None:
+        reason = self.stop_requested()
+        if reason is not None:
+            self.wait()
+            raise Stopped(reason)
+
+    def wait(self) -> None:
+        """Block until the last save is committed, then record its files."""
+        self.manager.wait_until_finished()
+        if self._unrecorded is not None and self.is_writer:
+            _record_files(self.directory / str(self._unrecorded))
+        self._unrecorded = None
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps(), reverse=True)
+
+    def restore(self, template: dict, warn=print) -> tuple[RunState, int] | None:
+        """The newest readable checkpoint as (state, step) with arrays laid out like `template`;
+        None when there is none. Unreadable steps are reported and skipped."""
+        steps = self.steps()
+        failures = []
+        for step in steps:
+            step_dir = self.directory / str(step)
+            try:
+                damage = _damaged_file(step_dir)
+                if damage is None:
+                    meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+                    arrays = self.manager.restore(step, args=ocp.args.Composite(
+                        arrays=ocp.args.StandardRestore(template)))
+            except Exception as err:  # noqa: BLE001 - any unreadable file means: try the step before
+                damage = " ".join(str(err).split())[:300]
+            if damage is not None:
+                failures.append(f"step {step}: {damage}")
+                warn(f"checkpoint {step_dir} is unreadable ({damage}); "
+                     + ("falling back to the previous step" if step != steps[-1] else "no older step"))
+                continue
+            return RunState(dict(arrays["arrays"]), dict(meta["meta"])), step
+        if failures:
+            raise CorruptCheckpoint(f"no readable checkpoint in {self.directory}: "
+                                    + "; ".join(failures))
+        return None
+
+    def close(self) -> None:
+        self.wait()
+        self.manager.close()
+
+
+FILES = "files.json"  # a step's record of its files
+
+
+def _record_files(step_dir: Path) -> None:
+    """Write `step_dir/files.json`: every file's size and CRC-32 (atomically)."""
+    if not step_dir.exists():  # already removed by the preservation policy
+        return
+    record = {str(p.relative_to(step_dir)): [p.stat().st_size, zlib.crc32(p.read_bytes())]
+              for p in sorted(step_dir.rglob("*")) if p.is_file() and p.name != FILES}
+    tmp = step_dir / f".{FILES}.tmp"
+    tmp.write_text(json.dumps(record))
+    tmp.replace(step_dir / FILES)
+
+
+def _damaged_file(step_dir: Path) -> str | None:
+    """What is wrong with a step's files against its record (None when intact or unrecorded)."""
+    recorded = step_dir / FILES
+    if not recorded.exists():
+        return None
+    for name, (size, crc) in json.loads(recorded.read_text()).items():
+        path = step_dir / name
+        if not path.exists():
+            return f"file {path} is missing"
+        if path.stat().st_size != size:
+            return f"file {path} holds {path.stat().st_size:,} bytes, {size:,} were written"
+        if zlib.crc32(path.read_bytes()) != crc:
+            return f"file {path} was altered (CRC-32 differs from the one recorded)"
+    return None

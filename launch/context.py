@@ -1,0 +1,128 @@
+"""What every phase of a run reads and nothing changes: built once by `setup`.
+
+The context holds the config, data, spaces, sparse setup, budget, the
+supernet's graph and template state, the metrics log, checkpoints, devices
+and the clock. Mutable progress lives in the `RunState` the phases pass on.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable
+
+import nas
+import spaces
+from launch import config as configs
+from launch import costs, devices
+from launch import data as datasets
+from launch.checkpoints import Checkpoints
+from launch.files import write_text_atomic
+from launch.metrics import MetricsLog
+from search import engine
+
+
+@dataclasses.dataclass
+class Clock:
+    """Seconds each phase has cost over every process of the run (restored with the state)."""
+    seconds: dict = dataclasses.field(default_factory=dict)
+    _since: dict = dataclasses.field(default_factory=dict)
+
+    def start(self, phase: str) -> None:
+        self._since[phase] = time.perf_counter()
+
+    def stop(self, phase: str) -> None:
+        self.seconds[phase] = self.read(phase)
+        self._since.pop(phase, None)
+
+    def read(self, phase: str) -> float:
+        """Seconds spent in `phase` by earlier processes plus this one so far."""
+        running = time.perf_counter() - self._since[phase] if phase in self._since else 0.0
+        return self.seconds.get(phase, 0.0) + running
+
+    def snapshot(self) -> dict:
+        return {phase: round(self.read(phase), 3) for phase in {*self.seconds, *self._since}}
+
+    def restore(self, seconds: dict) -> None:
+        self.seconds = dict(seconds)
+        now = time.perf_counter()
+        self._since = {phase: now for phase in self._since}
+
+
+@dataclasses.dataclass
+class Context:
+    cfg: configs.Config
+    run_dir: Path
+    data: datasets.Dataset
+    space: spaces.Space                # the searched space (with sparsity choices when searched)
+    retrain_space: spaces.Space        # the space candidates are retrained in
+    model: object                      # the supernet at its initial weights (graph and template)
+    graphdef: object
+    sparse: costs.SparseSetup | None
+    constraint: Callable | None
+    log: MetricsLog
+    checkpoints: Checkpoints
+    parallel: devices.DataParallel
+    clock: Clock
+    progress: bool = True
+    echo: Callable = print
+
+    @property
+    def gradient(self) -> bool:
+        return configs.is_gradient(self.cfg.supernet.method)
+
+    def say(self, text: str) -> None:
+        """Print on the writing process only."""
+        if self.parallel.is_writer:
+            self.echo(text)
+
+
+def _retrain_space(cfg: configs.Config, space, data):
+    if not cfg.retrain.space_options:
+        return space
+    retrain_space = spaces.get(cfg.space.name, **{**cfg.space.options, **cfg.retrain.space_options})
+    retrain_space = retrain_space.bind(data.input_shape, data.num_classes)
+    if retrain_space.choices != space.choices:
+        raise ValueError(f"config retrain.space_options = {cfg.retrain.space_options}: the "
+                         "retrained space must keep the searched space's choices")
+    return retrain_space
+
+
+def _check_batches(cfg: configs.Config, data, parallel: devices.DataParallel) -> None:
+    supernet_examples = len(data.x_train) // (2 if configs.is_gradient(cfg.supernet.method) else 1)
+    for section, size in (("supernet", supernet_examples), ("retrain", len(data.x_train))):
+        batch = getattr(cfg, section).batch_size
+        if batch > size:
+            raise ValueError(f"config {section}.batch_size = {batch} exceeds the {size} "
+                             f"training examples available")
+        parallel.check_batch(f"config {section}.batch_size", batch)
+
+
+def setup(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=print) -> Context:
+    """Everything the phases share; validates the config against the data and the devices and
+    writes (or checks) RUN_DIR/config.yaml."""
+    run_dir = Path(run_dir)
+    parallel = devices.data_parallel()
+    data = configs.dataset(cfg)
+    space = spaces.get(cfg.space.name, **cfg.space.options).bind(data.input_shape, data.num_classes)
+    model = nas.supernet(space, seed=cfg.seed)
+    retrain_space = _retrain_space(cfg, space, data)
+    space, sparse_setup = costs.sparse_setup(cfg, space, model)
+    constraint = costs.constraint(space, cfg.search, sparse_setup)
+    _check_batches(cfg, data, parallel)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_text = configs.dump(cfg)
+    stored = run_dir / "config.yaml"
+    if stored.exists() and stored.read_text() != config_text:
+        raise ValueError(f"run dir {str(run_dir)!r} holds a different config; pass another --out "
+                         "(or delete it)")
+    if parallel.is_writer:
+        write_text_atomic(stored, config_text)
+    ck = cfg.checkpoint
+    checkpoints = Checkpoints(run_dir / "checkpoints", keep=ck.keep, every_steps=ck.every_steps,
+                              every_seconds=ck.every_seconds, is_writer=parallel.is_writer,
+                              handle_signals=parallel.num_processes == 1)
+    graphdef = engine.split(model)[0]
+    return Context(cfg, run_dir, data, space, retrain_space, model, graphdef, sparse_setup, constraint,
+                   MetricsLog(run_dir, writer=parallel.is_writer), checkpoints, parallel, Clock(),
+                   progress, echo)

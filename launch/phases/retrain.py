@@ -1,0 +1,166 @@
+"""Retrain phase: train the top distinct candidates again (from scratch or from inherited
+weights), prune sparse ones to their budget, and test them.
+
+Its slice of the run state is `meta["retrain"]`: the candidates and the
+results of those finished. Each finished candidate is also an export
+directory, RUN_DIR/retrain/<i>/ (arch.json with its record, weights/, and the
+masks of a sparse one), so a resumed run skips it and the export phase loads
+the chosen one. A candidate interrupted mid-training is trained again from
+its start (its training is a function of the seed: the result is the same).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+from flax import nnx
+
+import nas
+from launch import __version__ as VERSION
+from launch import export, phases
+from launch.checkpoints import RunState
+from launch.phases import search, supernet
+from launch.prune import prune
+from launch.train import SparseTraining, TrainConfig, train
+from sparse import masks as masklib
+
+NAME = "retrain"
+
+
+@dataclasses.dataclass
+class Retrained:
+    """One retrained candidate; for sparse searches, after pruning and fine-tuning."""
+    arch: dict                          # canonical choices (with sparsity choices when searched)
+    supernet_accuracy: float
+    model: nnx.Module
+    val_accuracy: float
+    test_accuracy: float
+    dense_val_accuracy: float
+    dense_test_accuracy: float
+    masks: dict | None = None           # sparse: the export's masks {kernel: bool array}
+    rounds: list | None = None          # sparse: the prune-then-fine-tune rounds
+
+
+def top_candidates(space, evaluated: list[tuple[dict, float]], k: int) -> list[tuple[dict, float]]:
+    """The `k` best distinct networks, each in canonical form (`Space.canonical`): two
+    encodings of one network are retrained once."""
+    seen, out = set(), []
+    for arch, acc in sorted(evaluated, key=lambda item: -item[1]):
+        network = space.canonical(arch)
+        key = tuple(network.items())
+        if key not in seen:
+            seen.add(key)
+            out.append((network, acc))
+        if len(out) == k:
+            break
+    return out
+
+
+def finetune_config(cfg, epochs: int | None = None) -> TrainConfig:
+    return TrainConfig(epochs=cfg.sparse.finetune_epochs if epochs is None else epochs,
+                       batch_size=cfg.retrain.batch_size,
+                       learning_rate=cfg.sparse.finetune_learning_rate, warmup_epochs=0.0,
+                       weight_decay=cfg.retrain.weight_decay, seed=cfg.seed)
+
+
+def _nonzero_masks(model: nnx.Module, setup) -> dict | None:
+    """Masks of the nonzero inherited weights of the prunable kernels (None when dense)."""
+    if setup is None:
+        return None
+    leaves = masklib.named_leaves(nnx.state(model, nnx.Param))
+    return {n: np.asarray(leaves[n]) != 0 for n in setup.names if n in leaves}
+
+
+def train_candidate(ctx, state: RunState, arch: dict, supernet_accuracy: float) -> Retrained:
+    """Retrain `arch` as the config says (scratch or finetune; pruned when sparse)."""
+    cfg, space, setup = ctx.cfg, ctx.space, ctx.sparse
+    structural = space.structure(arch)
+    if cfg.retrain.mode == "scratch":
+        model, inherited = nas.supernet(ctx.retrain_space.fix(structural), seed=cfg.seed), None
+    else:
+        model = nas.extract(supernet.model_at(ctx, state, arch), structural)
+        inherited = _nonzero_masks(model, setup)
+    result = train(model, ctx.data, TrainConfig.from_config(cfg), progress=ctx.progress,
+                   sparse=SparseTraining("static", masks=inherited) if inherited else None,
+                   parallel=ctx.parallel)
+    out = Retrained(arch, supernet_accuracy, result.model, result.val_accuracy, result.test_accuracy,
+                    result.val_accuracy, result.test_accuracy)
+    if setup is None:
+        return out
+    pruned = prune(result.model, ctx.data, setup.names, setup.keep(space, arch),
+                   allocation=cfg.sparse.allocation, grid=cfg.sparse.grid, rate=cfg.sparse.prune_rate,
+                   calibration=cfg.sparse.calibration, finetune=finetune_config(cfg),
+                   final=finetune_config(cfg, cfg.sparse.final_epochs), masks=result.masks,
+                   progress=ctx.progress, seed=cfg.seed)
+    return dataclasses.replace(out, model=pruned.model, val_accuracy=pruned.val_accuracy,
+                               test_accuracy=pruned.test_accuracy, masks=pruned.masks,
+                               rounds=pruned.rounds)
+
+
+def _record(r: Retrained) -> dict:
+    return {"choices": r.arch, "supernet_accuracy": r.supernet_accuracy, "val_accuracy": r.val_accuracy,
+            "test_accuracy": r.test_accuracy, "dense_val_accuracy": r.dense_val_accuracy,
+            "dense_test_accuracy": r.dense_test_accuracy, "rounds": r.rounds}
+
+
+def _save_candidate(ctx, directory, r: Retrained) -> None:
+    structural = ctx.space.structure(r.arch)
+    export.save(directory, r.model, {
+        "space": ctx.space.name, "choices": structural, "space_config": ctx.retrain_space.to_dict(),
+        "record": _record(r), "engine": f"jaxnas {VERSION}"})
+    if r.masks is not None:
+        np.savez(directory / "masks.npz", **r.masks)
+
+
+def load_candidate(ctx, index: int) -> Retrained:
+    """Finished candidate `index` as the retrain phase left it."""
+    directory = ctx.run_dir / NAME / str(index)
+    record = json.loads((directory / "arch.json").read_text())["record"]
+    _, _, model = export.load(directory)
+    masks = None
+    if (directory / "masks.npz").exists():
+        with np.load(directory / "masks.npz") as f:
+            masks = {n: f[n] for n in f.files}
+    return Retrained(record["choices"], record["supernet_accuracy"], model, record["val_accuracy"],
+                     record["test_accuracy"], record["dense_val_accuracy"],
+                     record["dense_test_accuracy"], masks, record["rounds"])
+
+
+def results(state: RunState) -> list[dict]:
+    """The records of the finished candidates, in order."""
+    return state.meta[NAME]["results"]
+
+
+def run(ctx, state: RunState) -> RunState:
+    if state.done(NAME):
+        return state
+    meta = state.meta.setdefault(NAME, {})
+    if "candidates" not in meta:
+        meta.update(candidates=top_candidates(ctx.space, search.evaluated(ctx, state),
+                                              ctx.cfg.search.candidates), results=[])
+    candidates = meta["candidates"]
+    ctx.clock.start(NAME)
+    for i in range(len(meta["results"]), len(candidates)):
+        arch, supernet_accuracy = candidates[i]
+        size = (f"{ctx.sparse.nonzero(ctx.space, arch):,} nonzero of {ctx.space.params(arch):,} params"
+                if ctx.sparse else f"{ctx.space.params(arch):,} params")
+        ctx.say(f"retrain {i + 1}/{len(candidates)} ({ctx.cfg.retrain.mode}): {json.dumps(arch)} — "
+                f"{size}, supernet val accuracy {supernet_accuracy:.4f}")
+        seconds = ctx.clock.read(NAME)
+        outcome = train_candidate(ctx, state, arch, supernet_accuracy)
+        if ctx.parallel.is_writer:
+            _save_candidate(ctx, ctx.run_dir / NAME / str(i), outcome)
+        row = {"supernet_accuracy": supernet_accuracy, "params": ctx.space.params(arch)}
+        if ctx.sparse is not None:
+            row.update(dense_val_accuracy=outcome.dense_val_accuracy,
+                       dense_test_accuracy=outcome.dense_test_accuracy,
+                       nonzero=ctx.sparse.nonzero(ctx.space, arch))
+        ctx.log.log(NAME, i + 1, **row, val_accuracy=outcome.val_accuracy,
+                    test_accuracy=outcome.test_accuracy,
+                    seconds=round(ctx.clock.read(NAME) - seconds, 1))
+        meta["results"].append(_record(outcome))
+        if i + 1 < len(candidates):
+            phases.checkpoint(ctx, state, force=True)  # a candidate is worth a save
+    ctx.clock.stop(NAME)
+    return phases.finish(ctx, state, NAME)

@@ -1,0 +1,145 @@
+"""Exact resume through the CLI, in subprocesses: a search stopped by SIGTERM (exit 0 after
+its checkpoint) and later killed by SIGKILL at a random checkpoint, each time continued
+with `nas resume`, ends with the same best/arch.json, the same metrics rows and
+bit-identical final parameters as the same search uninterrupted. A truncated checkpoint
+file is named and the step before it is used."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import yaml
+
+from launch.export import load
+
+BASE = {
+    "seed": 0, "space": {"name": "cnn1d", "options": {"norm": "batch"}},
+    "data": {"name": "mnist1d", "val_fraction": 0.2},
+    "search": {"controller": "aging", "evaluations": 16, "generation": 4, "population": 8,
+               "sample": 4, "candidates": 2},
+    "retrain": {"epochs": 1, "space_options": {"norm": "none"}},
+    "checkpoint": {"every_steps": 3, "every_seconds": None},
+}
+CONFIGS = {
+    "dense": {**BASE, "supernet": {"method": "sandwich", "epochs": 2, "batch_size": 128}},
+    "sparse": {**BASE, "supernet": {"method": "sandwich", "epochs": 1, "batch_size": 128},
+               "search": {**BASE["search"], "candidates": 1, "max_nonzero": 3000},
+               "sparse": {"levels": [0.8, 0.9], "update_every": 10, "prune_rate": 0.6,
+                          "finetune_epochs": 1, "final_epochs": 1, "grid": 12, "calibration": 128}},
+    "gradient": {**BASE, "supernet": {"method": "gdas", "epochs": 2, "batch_size": 64},
+                 "search": {"controller": "auto", "candidates": 1}},
+}
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _nas(*args) -> list[str]:
+    return [sys.executable, "-m", "launch.cli", *args]
+
+
+def _committed_steps(run: Path) -> list[int]:
+    directory = run / "checkpoints"
+    if not directory.exists():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def _run_until(args, run: Path, step: int, sig: int) -> subprocess.CompletedProcess:
+    """Start `nas args`, send `sig` once checkpoint `step` is committed, wait for the exit."""
+    process = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while process.poll() is None and (not _committed_steps(run) or _committed_steps(run)[-1] < step):
+        time.sleep(0.05)
+    if process.poll() is None:
+        process.send_signal(sig)
+    out, err = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(args, process.returncode, out, err)
+
+
+def _final_state(run: Path):
+    """(best arch.json without timings, metrics rows without timings, best weights, supernet arrays)."""
+    info = json.loads((run / "best" / "arch.json").read_text())
+    info.pop("cost")
+    rows = [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+    _, _, model = load(run / "best")
+    from flax import nnx
+    weights = {"/".join(map(str, k)): np.asarray(v) for k, v in nnx.to_flat_state(nnx.state(model))}
+    step = _committed_steps(run)[-1]
+    supernet = ocp.PyTreeCheckpointer().restore((run / "checkpoints" / str(step) / "arrays").absolute())
+    return info, rows, weights, supernet
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory):
+    """Each config run once uninterrupted (its checkpoint count tells where to stop the others)."""
+    out = {}
+    for name, body in CONFIGS.items():
+        directory = tmp_path_factory.mktemp(f"ref-{name}")
+        config = directory / f"{name}.yaml"
+        config.write_text(yaml.safe_dump(body))
+        run = directory / "run"
+        done = subprocess.run(_nas("search", str(config), "--out", str(run), "--quiet"), env=ENV,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        out[name] = (config, run)
+    return out
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_sigterm_then_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run(references, tmp_path,
+                                                                              name):
+    config, reference = references[name]
+    saves = _committed_steps(reference)[-1]
+    rng = np.random.default_rng(sum(map(ord, name)))
+    first, second = sorted(rng.choice(np.arange(1, saves - 1), 2, replace=False))
+    run = tmp_path / "run"
+    stopped = _run_until(_nas("search", str(config), "--out", str(run), "--quiet"), run, first,
+                         signal.SIGTERM)
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"nas resume {run}" in stopped.stdout
+    killed = _run_until(_nas("resume", str(run), "--quiet"), run, second, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    finished = subprocess.run(_nas("resume", str(run), "--quiet"), env=ENV, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assert "resumed from checkpoint" in finished.stdout
+
+    info, rows, weights, supernet = _final_state(run)
+    ref_info, ref_rows, ref_weights, ref_supernet = _final_state(reference)
+    assert info == ref_info
+    assert rows == ref_rows  # no row repeated, none lost
+    assert weights.keys() == ref_weights.keys()
+    for key in weights:
+        np.testing.assert_array_equal(weights[key], ref_weights[key], err_msg=key)
+    flat = dict(ocp.tree.to_flat_dict(supernet))
+    ref_flat = dict(ocp.tree.to_flat_dict(ref_supernet))
+    assert flat.keys() == ref_flat.keys()
+    for key in flat:
+        np.testing.assert_array_equal(np.asarray(flat[key]), np.asarray(ref_flat[key]), err_msg=str(key))
+    cost = json.loads((run / "best" / "arch.json").read_text())["cost"]
+    assert cost["processes"] == 3
+    assert cost["total_seconds"] == pytest.approx(
+        cost["supernet_seconds"] + cost["search_seconds"] + cost["retrain_seconds"], abs=0.3)
+
+
+def test_a_truncated_checkpoint_is_named_and_the_step_before_is_used(references, tmp_path):
+    config, reference = references["dense"]
+    run = tmp_path / "run"
+    stopped = _run_until(_nas("search", str(config), "--out", str(run), "--quiet"), run, 4, signal.SIGTERM)
+    assert stopped.returncode == 0, stopped.stderr
+    latest = _committed_steps(run)[-1]
+    victim = max((p for p in (run / "checkpoints" / str(latest) / "arrays").rglob("*") if p.is_file()),
+                 key=lambda p: p.stat().st_size)
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    finished = subprocess.run(_nas("resume", str(run), "--quiet"), env=ENV, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assert f"checkpoint {run.absolute() / 'checkpoints' / str(latest)} is unreadable" in finished.stdout
+    assert "falling back to the previous step" in finished.stdout
+    assert f"resumed from checkpoint {latest - 1}" in finished.stdout
+    info, rows, weights, _ = _final_state(run)
+    ref_info, ref_rows, ref_weights, _ = _final_state(reference)
+    assert (info, rows) == (ref_info, ref_rows)
