@@ -7,6 +7,10 @@
                                      train one fixed architecture from scratch
     nas search CONFIG.yaml [--out RUN_DIR] [--set key=value ...]
                                      supernet → search → retrain → test → export
+    nas export RUN_DIR --out DIR [--pick best | pareto:N] [--format orbax | stablehlo]
+                                     copy a run's export (or retrain a front member) into DIR
+    nas eval DIR [--data NAME] [--data-path P] [--data-options JSON]
+                                     an export's accuracy on the splits it was trained with
 
 Flags are named like the config fields they set (`--space-options` is `space.options`,
 `--learning-rate` is `retrain.learning_rate`, …) and default to them. Bad input — a
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -97,7 +102,7 @@ def _build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, help=f"seed: init, split and batch order (default: "
                     f"{defaults.seed})")
     tr.add_argument("--out", type=Path, help="export directory: arch.json with the metrics and "
-                    "weights/, loadable like run/best (`launch.run.load_export`)")
+                    "weights/, loadable like run/best (`launch.export.load`)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
 
     se = commands.add_parser("search", help="search an architecture end to end",
@@ -110,7 +115,51 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="override one config field, e.g. --set search.max_params=5000 "
                     "(repeatable)")
     se.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    ex = commands.add_parser("export", help="write a run's model to a new export directory",
+                             description="Write one model of a search run into a new directory "
+                             "DIR (created whole, or not at all): the run's pick (best/: arch.json, "
+                             "weights/ and a sparse run's sparse_weights.npz and compact/), or a "
+                             "member of the run's front of parameters against supernet validation "
+                             "accuracy, retrained. --format stablehlo adds model.stablehlo, the "
+                             "inference forward that plain JAX runs (docs/export.md).")
+    ex.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                    help="a search's run directory (or, with --pick best, any export directory)")
+    ex.add_argument("--out", type=Path, required=True, metavar="DIR",
+                    help="the export directory to create (must not exist)")
+    ex.add_argument("--pick", type=_pick, default=("best", None), metavar="best|pareto:N",
+                    help="best: the run's retrained pick (default); pareto:N: the N-th smallest "
+                    "network (1 = smallest) of the front of evaluated archs, retrained for export")
+    ex.add_argument("--format", choices=("orbax", "stablehlo"), default="orbax",
+                    help="orbax: arch.json + weights/ (default); stablehlo: also model.stablehlo "
+                    "and its signature model.stablehlo.json")
+    ex.add_argument("--quiet", action="store_true", help="no progress bars (a pareto pick retrains)")
+
+    ev = commands.add_parser("eval", help="accuracy of an export on a data set",
+                             description="Load an export (no supernet) and print its test "
+                             "accuracy, and its validation accuracy, with the splits it was "
+                             "trained with: an export inside a run directory (best/, "
+                             "best/compact/, retrain/<i>/) takes the data settings and seed from "
+                             "the run's config.yaml, other exports give their data set and seed "
+                             "(arch.json) and the default val_fraction.")
+    ev.add_argument("dir", type=Path, metavar="DIR",
+                    help="an export directory, or a search's run directory (its best/)")
+    ev.add_argument("--data", help="data.name (default: the data set the export was trained on)")
+    ev.add_argument("--data-path", help="data.path: the file for --data npz (x_train, y_train, "
+                    "x_test, y_test)")
+    ev.add_argument("--data-options", type=_mapping, metavar="JSON", help="data.options")
     return parser
+
+
+def _pick(text: str) -> tuple[str, int | None]:
+    """("best", None) or ("pareto", N) of a --pick value."""
+    if text == "best":
+        return "best", None
+    kind, _, number = text.partition(":")
+    if kind == "pareto" and number.isdigit() and int(number) >= 1:
+        return "pareto", int(number)
+    raise argparse.ArgumentTypeError(f"{text!r} is neither best nor pareto:N with N = 1, 2, … "
+                                     "(1: the front's smallest network)")
 
 
 def _mapping(text: str) -> dict:
@@ -199,7 +248,7 @@ def _read_arch(path: Path) -> tuple[dict, str | None, dict]:
 
 def cmd_train(args) -> None:
     import nas
-    from launch.run import save_export
+    from launch import export
     from launch.train import TrainConfig, train
 
     choices, named, options = _read_arch(args.arch) if args.arch else (None, None, {})
@@ -234,7 +283,7 @@ def cmd_train(args) -> None:
     print(f"trained {train_cfg.epochs} epochs in {result.seconds:.1f} s: "
           f"val accuracy {result.val_accuracy:.4f}, test accuracy {result.test_accuracy:.4f}")
     if args.out:
-        save_export(args.out, result.model, {
+        export.save(args.out, result.model, {
             "space": space.name, "choices": arch, "params": params, "flops": flops,
             "metrics": {"val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
                         "train_seconds": result.seconds},
@@ -252,9 +301,75 @@ def cmd_search(args) -> None:
     run_search(cfg, run_dir, progress=not args.quiet)
 
 
+def _contents(directory: Path) -> str:
+    return ", ".join(p.name + ("/" if p.is_dir() else "") for p in sorted(directory.iterdir()))
+
+
+def cmd_export(args) -> None:
+    from launch import export
+    from launch.files import write_directory_atomic
+
+    if args.out.exists():
+        raise UsageError(f"nas export: --out {str(args.out)!r} already exists; choose another "
+                         "directory or delete it")
+    stablehlo = args.format == "stablehlo"
+    kind, n = args.pick
+    if kind == "best":
+        source = export.locate(args.run_dir)
+
+        def fill(tmp: Path) -> None:
+            # Leftovers of interrupted atomic writes (*.tmp) are not part of the export.
+            shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.tmp"))
+            if stablehlo:
+                export.to_stablehlo(export.load(tmp).model, tmp)
+        print(f"export {source}")
+    else:
+        member = export.pareto_pick(args.run_dir, n)
+        print(f"pareto pick {n}: {json.dumps(member.arch)} — {_fmt(member.params)} params, "
+              f"supernet val accuracy {member.supernet_val_accuracy:.4f}; retraining it")
+        from launch.run import retrain_for_export
+        retrained = retrain_for_export(args.run_dir, member.arch, progress=not args.quiet)
+        info = export.retrained_info(args.run_dir, retrained)
+        print(f"retrained: val accuracy {retrained.val_accuracy:.4f}, test accuracy "
+              f"{retrained.test_accuracy:.4f}")
+
+        def fill(tmp: Path) -> None:
+            export.save(tmp, retrained.model, info)
+            if stablehlo:
+                export.to_stablehlo(retrained.model, tmp)
+    write_directory_atomic(args.out, fill)
+    print(f"wrote {args.out}: {_contents(args.out)}")
+
+
+def cmd_eval(args) -> None:
+    from launch import export
+
+    directory = export.locate(args.dir)
+    cfg, run_config = export.data_config(directory, args.data, args.data_path, args.data_options)
+    data = configs.dataset(cfg)
+    info = export.read_info(directory)
+    print(f"export {directory}: {info.get('space')} {json.dumps(info['choices'])}")
+    print(data.summary())
+    source = f"from {run_config}" if run_config else "seed from arch.json, default val_fraction"
+    print(f"splits: seed {cfg.seed}, val_fraction {cfg.data.val_fraction} ({source})")
+    metrics = export.evaluate(directory, data)
+    recorded = info.get("metrics", {}) if cfg.data.name == info.get("data") else {}
+    for split in ("test", "val"):
+        key = f"{split}_accuracy"
+        if key not in metrics:
+            continue
+        # repr: the exact float, comparable with arch.json's.
+        line = f"{split} accuracy {metrics[key]!r} ({_fmt(metrics[f'{split}_examples'])} examples)"
+        if recorded.get(key) is not None:
+            same = "equal" if recorded[key] == metrics[key] else "differs"
+            line += f"; arch.json records {recorded[key]!r} ({same})"
+        print(line)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    commands = {"spaces": cmd_spaces, "config": cmd_config, "train": cmd_train, "search": cmd_search}
+    commands = {"spaces": cmd_spaces, "config": cmd_config, "train": cmd_train, "search": cmd_search,
+                "export": cmd_export, "eval": cmd_eval}
     try:
         args = _build_parser().parse_args(argv)
         commands[args.command](args)

@@ -1,20 +1,23 @@
-"""Atomic file writes: a reader (or a crash) never sees half a file."""
+"""Atomic file writes: a reader (or a crash) never sees half a file or half a directory."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
+from typing import Callable
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -23,5 +26,28 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         raise
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
+
+
 def write_json_atomic(path: str | Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_directory_atomic(path: str | Path, fill: Callable[[Path], None]) -> None:
+    """Create directory `path` whole: `fill(tmp)` writes into a temporary sibling, which
+    is then renamed to `path`. `path` must not exist yet (a directory cannot be renamed
+    over another); on any failure the sibling is removed and `path` never appears."""
+    path = Path(path)
+    if path.exists():
+        raise ValueError(f"{str(path)!r} already exists; choose another directory or delete it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # mkdtemp would make the directory private (0700); a fresh name keeps the umask's mode.
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,333 @@
+"""Exports: a trained compact model on disk, loaded back and run without any supernet,
+evaluated on a data set, and serialized to StableHLO for programs that have only JAX.
+
+    DIR/arch.json               the arch, its space (`space_config`), sizes, metrics, training
+    DIR/weights/                the model's variables as a plain tree (Orbax)
+    DIR/sparse_weights.npz      sparse searches: the pruned kernels as COO (`sparse.storage`)
+    DIR/compact/                sparse searches: the model without dead units, an export itself
+    DIR/model.stablehlo         `to_stablehlo`: the inference forward, weights included
+    DIR/model.stablehlo.json    its input signature and how to call it
+
+    exported = load("runs/demo/best")       # or the run dir itself
+    logits = exported(x)                    # x: float32 [batch, *exported.space.input_shape]
+    evaluate("runs/demo/best", data)        # {"test_accuracy": ..., "test_examples": ..., ...}
+    to_stablehlo(exported.model, "out/")    # out/model.stablehlo + out/model.stablehlo.json
+
+`pareto_pick(run_dir, n)` chooses the n-th smallest network of a search's
+accuracy/size front; `nas export` and `nas eval` are this module on the command line.
+docs/export.md describes the formats.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax import export as jax_export
+
+import spaces
+from launch import __version__ as VERSION
+from launch import config as configs
+from launch.data import Dataset
+from launch.files import write_bytes_atomic, write_json_atomic
+from search import pareto
+
+STABLEHLO_FILE = "model.stablehlo"
+SIGNATURE_FILE = STABLEHLO_FILE + ".json"
+# Lowered for every platform JAX targets, so one artifact runs on whichever the caller has.
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class Exported:
+    """A loaded export: `exported(x)` gives logits `[batch, num_classes]`; it also
+    unpacks as `space, arch, model = load(directory)`."""
+    space: spaces.Space   # the bound space the arch belongs to (options, input shape, classes)
+    arch: dict            # the structural choices (`arch.json`'s `choices`)
+    model: nnx.Module     # the compact model: every tensor at the arch's own shape
+    info: dict            # arch.json as written: sizes, metrics, training settings
+
+    def __call__(self, x) -> jax.Array:
+        return self.model(x)
+
+    def __iter__(self):
+        return iter((self.space, self.arch, self.model))
+
+
+# ---------------------------------------------------------------------- write and read
+
+def write_orbax(directory: Path | str, model: nnx.Module) -> None:
+    """The model's variables as a plain tree under `directory` (replaced atomically:
+    written to a sibling, then renamed)."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp.absolute(), nnx.to_pure_dict(nnx.state(model)))
+    checkpointer.wait_until_finished()
+    if directory.exists():
+        shutil.rmtree(directory)
+    tmp.rename(directory)
+
+
+def save(directory: Path | str, model: nnx.Module, info: dict) -> None:
+    """An export directory `load` reads back: the model's weights under weights/ and
+    `info` as arch.json. `info` needs `choices` (the arch) and `space_config`
+    (`Space.to_dict()` of the bound space); the rest is the caller's record."""
+    for key in ("choices", "space_config"):
+        if key not in info:
+            raise ValueError(f"export info lacks {key!r}: load() rebuilds the model from "
+                             "`choices` and `space_config`")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_orbax(directory / "weights", model)
+    write_json_atomic(directory / "arch.json", info)
+
+
+def locate(path: Path | str) -> Path:
+    """The export directory `path` names: itself when it holds arch.json, else its
+    best/ (a search's run directory)."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"export or run directory {str(path)!r} does not exist")
+    for candidate in (path, path / "best"):
+        if (candidate / "arch.json").is_file():
+            return candidate
+    raise ValueError(f"{str(path)!r} is neither an export (arch.json + weights/) nor a run "
+                     "directory with best/arch.json")
+
+
+def read_info(directory: Path | str) -> dict:
+    """arch.json of the export `directory` names (`locate`)."""
+    file = locate(directory) / "arch.json"
+    try:
+        info = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{str(file)!r} is not JSON ({err})") from None
+    if not isinstance(info, dict) or not isinstance(info.get("choices"), dict) \
+            or not isinstance(info.get("space_config"), dict):
+        raise ValueError(f"{str(file)!r} is not an export's arch.json: it needs the objects "
+                         "`choices` and `space_config`")
+    return info
+
+
+def load(directory: Path | str) -> Exported:
+    """The export in `directory` (or in a run directory's best/): its compact model with
+    the trained weights, built abstractly at the arch's own shapes and filled from
+    weights/, never through a supernet."""
+    directory = locate(directory)
+    info = read_info(directory)
+    space = spaces.from_dict(info["space_config"])
+    arch = space.validate(info["choices"])
+    fixed = space.fix(arch)
+    abstract = nnx.eval_shape(lambda: fixed.supernet_class(fixed, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract)
+    restored = ocp.StandardCheckpointer().restore((directory / "weights").absolute(),
+                                                  nnx.to_pure_dict(state))
+    nnx.replace_by_pure_dict(state, restored)
+    return Exported(space, arch, nnx.merge(graphdef, state), info)
+
+
+# ---------------------------------------------------------------------- StableHLO
+
+def to_stablehlo(model: nnx.Module, directory: Path | str, batch_size: int | None = None) -> Path:
+    """Serialize `model`'s inference forward (`jax.export`, weights as constants) to
+    `directory/model.stablehlo`, and its signature to `model.stablehlo.json`. The input
+    is float32 `[b, *input_shape]` with `b` symbolic (any batch size) unless `batch_size`
+    fixes it. Loading needs only `jax` and `flatbuffers`:
+
+        jax.export.deserialize(open(path, "rb").read()).call(x)  # logits [b, num_classes]
+    """
+    space = model.space
+    if space.size() != 1:
+        raise ValueError(f"to_stablehlo needs a compact model (one arch: `load`, `nas.extract`), "
+                         f"not a supernet of {space.size():,} archs")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    graphdef, state = nnx.split(model)
+    probs = space.encode(None)
+
+    def logits(x):
+        return nnx.merge(graphdef, state).forward(x, probs, train=False)
+
+    batch = jax_export.symbolic_shape("b")[0] if batch_size is None else batch_size
+    traced = jax_export.export(jax.jit(logits), platforms=PLATFORMS)(
+        jax.ShapeDtypeStruct((batch, *space.input_shape), jnp.float32))
+    directory = Path(directory)
+    path = directory / STABLEHLO_FILE
+    write_bytes_atomic(path, bytes(traced.serialize()))
+    batch_dim = "b" if batch_size is None else batch_size
+    write_json_atomic(directory / SIGNATURE_FILE, {
+        "file": STABLEHLO_FILE,
+        "format": "jax.export serialization (StableHLO with its calling convention)",
+        "input": {"shape": [batch_dim, *space.input_shape], "dtype": "float32"},
+        "output": {"shape": [batch_dim, space.num_classes], "dtype": "float32",
+                   "meaning": "logits (inference mode)"},
+        "num_classes": space.num_classes,
+        "space": space.name, "choices": {k: v[0] for k, v in space.choices.items()},
+        "platforms": list(traced.platforms),
+        "calling_convention_version": traced.calling_convention_version,
+        "exported_with": f"jax {jax.__version__}",
+        "requires": ["jax", "flatbuffers"],
+        "load": "import jax; f = jax.export.deserialize(open('model.stablehlo', 'rb').read()); "
+                "logits = f.call(x)",
+    })
+    return path
+
+
+# ---------------------------------------------------------------------- evaluation
+
+def evaluate(directory: Path | str, data: Dataset) -> dict:
+    """Accuracy of the export in `directory` on `data`'s test split, and on its
+    validation split when it has one, with the number of examples of each. Computed
+    like training reports it (`launch.train.accuracy`), so a search's best/ on the
+    run's own data reproduces arch.json's `metrics` exactly."""
+    from launch.train import accuracy  # the training loop's own metric, imported when used
+
+    exported = load(directory)
+    space = exported.space
+    if data.input_shape != space.input_shape:
+        raise ValueError(f"data {data.name!r} has inputs {data.input_shape}; the export takes "
+                         f"{space.input_shape}")
+    if data.num_classes > space.num_classes:
+        raise ValueError(f"data {data.name!r} has {data.num_classes} classes; the export "
+                         f"predicts {space.num_classes}")
+    metrics = {"test_accuracy": accuracy(exported.model, data.x_test, data.y_test),
+               "test_examples": len(data.x_test)}
+    if len(data.x_val):
+        metrics.update(val_accuracy=accuracy(exported.model, data.x_val, data.y_val),
+                       val_examples=len(data.x_val))
+    return metrics
+
+
+def _run_config(directory: Path) -> Path | None:
+    """config.yaml of the run an export lies in — its best/, best/compact/ or
+    retrain/<i>/ — or None for an export outside a run directory."""
+    for run_dir, inside in ((directory.parent, directory.name == "best"),
+                            (directory.parent.parent, directory.parent.name in ("best", "retrain"))):
+        if inside and (run_dir / "config.yaml").is_file():
+            return run_dir / "config.yaml"
+    return None
+
+
+def data_config(directory: Path | str, name: str | None = None, path: str | None = None,
+                options: dict | None = None) -> tuple[configs.Config, Path | None]:
+    """(config whose `seed` and `data` section rebuild the splits the export was trained
+    on, the run's config.yaml they came from or None). An export inside a run
+    directory (best/, best/compact/, retrain/<i>/) takes them from the run's
+    config.yaml; any other gives its data set and seed (arch.json's `data` and
+    `retrain.seed`) with the default `val_fraction`. `name`, `path` and `options`
+    override; another data set than the recorded one keeps only the seed and
+    `val_fraction`."""
+    directory = locate(directory)
+    run_config = _run_config(directory)
+    if run_config is not None:
+        cfg = configs.load(run_config)
+        seed, recorded = cfg.seed, dataclasses.asdict(cfg.data)
+    else:
+        info = read_info(directory)
+        if "data" not in info and name is None:
+            raise ValueError(f"{str(directory / 'arch.json')!r} records no data set; name one "
+                             "(--data)")
+        seed = info.get("retrain", {}).get("seed", configs.Config.seed)
+        recorded = {"name": info.get("data", name)}
+    data = dict(recorded)
+    if name is not None and name != recorded["name"]:
+        data = {"name": name, **({"val_fraction": recorded["val_fraction"]}
+                                 if "val_fraction" in recorded else {})}
+    data.update({k: v for k, v in (("path", path), ("options", options)) if v is not None})
+    return configs.from_dict({"seed": seed, "data": data}), run_config
+
+
+# ---------------------------------------------------------------------- Pareto front
+
+@dataclasses.dataclass(frozen=True)
+class FrontMember:
+    """One network of a search's front: the arch as the search evaluated it (sparsity
+    choices included), its parameters and its supernet validation accuracy."""
+    arch: dict
+    params: int
+    supernet_val_accuracy: float
+
+
+def pareto_front(evaluated: list[tuple[dict, float]], size: Callable[[dict], int]) -> list[FrontMember]:
+    """The non-dominated networks of `evaluated` ((arch, accuracy) pairs) under fewer
+    `size(arch)` and higher accuracy, smallest first: no other network is at most as
+    large and at least as accurate, and better in one. A network evaluated twice
+    (controllers tell a re-proposed network back its score) counts once."""
+    first_seen: dict[str, tuple[dict, float]] = {}
+    for arch, acc in evaluated:
+        first_seen.setdefault(json.dumps(arch, sort_keys=True), (arch, acc))
+    members = [FrontMember(dict(arch), int(size(arch)), float(acc)) for arch, acc in first_seen.values()]
+    if not members:
+        return []
+    front = pareto.non_dominated_sort([(-m.params, m.supernet_val_accuracy) for m in members])[0]
+    return sorted((members[i] for i in front), key=lambda m: (m.params, -m.supernet_val_accuracy))
+
+
+def _search_space(run_dir: Path, cfg: configs.Config) -> spaces.Space:
+    """The run's searched space, bound like its export (best/arch.json) or, for a run
+    stopped before exporting, like its data set."""
+    space = configs.space(cfg.space.name, cfg.space.options)
+    best = run_dir / "best" / "arch.json"
+    if best.is_file():
+        bound = read_info(best.parent)["space_config"]
+        return space.bind(bound["input_shape"], bound["num_classes"])
+    data = configs.dataset(cfg)
+    return space.bind(data.input_shape, data.num_classes)
+
+
+def pareto_pick(run_dir: Path | str, n: int) -> FrontMember:
+    """The `n`-th member (1-based) of the front of the archs a search evaluated
+    (RUN_DIR/search_state.json's history): parameters ascending against supernet
+    validation accuracy (`pareto_front`), so 1 is the smallest network of the front
+    and the last is the most accurate. Sparse runs are sized by their dense
+    parameters here, not by their nonzeros."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ValueError(f"run directory {str(run_dir)!r} does not exist")
+    if not (run_dir / "config.yaml").is_file():
+        raise ValueError(f"{str(run_dir)!r} is not a search's run directory: no config.yaml")
+    state_file = run_dir / "search_state.json"
+    if not state_file.is_file():
+        raise ValueError(f"run {str(run_dir)!r} has no search_state.json: its search phase "
+                         "has not started")
+    state = json.loads(state_file.read_text())
+    if "history" not in state:
+        raise ValueError(f"run {str(run_dir)!r} searched by argmax (one arch, no front); "
+                         "export it with --pick best")
+    cfg = configs.load(run_dir / "config.yaml")
+    space = _search_space(run_dir, cfg)
+    front = pareto_front([(arch, row[0]) for arch, row in state["history"]],
+                         lambda arch: space.params(space.structure(arch)))
+    if not 1 <= n <= len(front):
+        raise ValueError(f"pareto pick {n}: the front of run {str(run_dir)!r} has {len(front)} "
+                         f"members; pick 1 to {len(front)}")
+    return front[n - 1]
+
+
+def retrained_info(run_dir: Path | str, retrained) -> dict:
+    """arch.json of an arch of run `run_dir` retrained for export
+    (`launch.run.retrain_for_export`: `arch`, `model`, accuracies): the fields of the
+    run's best/arch.json that describe one model — space, choices, sizes, metrics,
+    data, training settings, `space_config` (the run's retrain space)."""
+    from launch.train import TrainConfig  # the training settings' one definition, imported when used
+
+    cfg = configs.load(Path(run_dir) / "config.yaml")
+    trained = retrained.model.space
+    space = configs.space(cfg.space.name, {**cfg.space.options, **cfg.retrain.space_options})
+    space = space.bind(trained.input_shape, trained.num_classes)
+    structural = space.structure(retrained.arch)
+    return {"space": space.name, "choices": structural,
+            "params": space.params(structural), "flops": space.flops(structural),
+            "metrics": {"test_accuracy": retrained.test_accuracy, "val_accuracy": retrained.val_accuracy,
+                        "supernet_val_accuracy": retrained.supernet_accuracy},
+            "data": cfg.data.name, "retrain": dataclasses.asdict(TrainConfig.from_config(cfg)),
+            "space_config": space.to_dict(), "engine": f"jaxnas {VERSION}"}
