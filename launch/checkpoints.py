@@ -111,7 +111,7 @@ class Checkpoints:
             keep_policy.BestN(get_metric_fn=lambda m: m["supernet_loss"], reverse=True, n=1,
                               keep_checkpoints_without_metrics=False)])
         self.manager = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
-            preservation_policy=policy, create=True))
+            preservation_policy=policy, create=True, cleanup_tmp_directories=True))
         self.policy = SavePolicy(every_steps, every_seconds)
         self.stop = StopSignal(handle=handle_signals)
         self.is_writer = is_writer

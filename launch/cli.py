@@ -7,6 +7,9 @@
                                      train one fixed architecture from scratch
     nas search CONFIG.yaml [--out RUN_DIR] [--set key=value ...]
                                      supernet → search → retrain → test → export
+    nas resume RUN_DIR               continue a stopped or killed search exactly
+                                     (search and resume take --coordinator HOST:PORT
+                                     --num-processes N --process-id I on multi-host runs)
     nas export RUN_DIR --out DIR [--pick best | pareto:N] [--format orbax | stablehlo]
                                      copy a run's export (or retrain a front member) into DIR
     nas eval DIR [--data NAME] [--data-path P] [--data-options JSON]
@@ -115,6 +118,16 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="override one config field, e.g. --set search.max_params=5000 "
                     "(repeatable)")
     se.add_argument("--quiet", action="store_true", help="no progress bars")
+    _distributed_flags(se)
+
+    re = commands.add_parser("resume", help="continue an interrupted search",
+                             description="Continue the search in RUN_DIR from its newest readable "
+                             "checkpoint, with the config stored there (RUN_DIR/config.yaml); it "
+                             "ends exactly where an uninterrupted run ends. A finished run only "
+                             "prints its report.")
+    re.add_argument("run_dir", type=Path, help="the run directory of `nas search`")
+    re.add_argument("--quiet", action="store_true", help="no progress bars")
+    _distributed_flags(re)
 
     ex = commands.add_parser("export", help="write a run's model to a new export directory",
                              description="Write one model of a search run into a new directory "
@@ -160,6 +173,19 @@ def _pick(text: str) -> tuple[str, int | None]:
         return "pareto", int(number)
     raise argparse.ArgumentTypeError(f"{text!r} is neither best nor pareto:N with N = 1, 2, … "
                                      "(1: the front's smallest network)")
+
+
+def _distributed_flags(parser) -> None:
+    group = parser.add_argument_group("multi-host (one process per host; see docs/scale.md)")
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0's "
+                       "coordination service (not needed on TPU pod slices or under SLURM)")
+    group.add_argument("--num-processes", type=int, help="how many processes take part")
+    group.add_argument("--process-id", type=int, help="this process's index, 0 … num-processes − 1")
+
+
+def _initialize_devices(args) -> None:
+    from launch import devices
+    devices.initialize(args.coordinator, args.num_processes, args.process_id)
 
 
 def _mapping(text: str) -> dict:
@@ -298,7 +324,15 @@ def cmd_search(args) -> None:
 
     cfg = configs.load(args.config, args.overrides)
     run_dir = args.out or Path("runs") / args.config.stem
+    _initialize_devices(args)
     run_search(cfg, run_dir, progress=not args.quiet)
+
+
+def cmd_resume(args) -> None:
+    from launch.run import resume
+
+    _initialize_devices(args)
+    resume(args.run_dir, progress=not args.quiet)
 
 
 def _contents(directory: Path) -> str:
@@ -369,7 +403,7 @@ def cmd_eval(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     commands = {"spaces": cmd_spaces, "config": cmd_config, "train": cmd_train, "search": cmd_search,
-                "export": cmd_export, "eval": cmd_eval}
+                "resume": cmd_resume, "export": cmd_export, "eval": cmd_eval}
     try:
         args = _build_parser().parse_args(argv)
         commands[args.command](args)

@@ -8,7 +8,7 @@ import nas
 import spaces
 from launch import data as datasets
 from launch.cli import main
-from launch.run import load_export
+from launch.export import load as load_export
 from launch.train import TrainConfig, accuracy, train
 
 PAPER_CNN = {f"{k}_{s}": v for s in range(3) for k, v in (("channels", 24), ("kernel", 5),

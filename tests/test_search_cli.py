@@ -8,7 +8,7 @@ import yaml
 
 from launch import cli
 from launch import data as datasets
-from launch.run import load_export
+from launch.export import load as load_export
 from launch.train import accuracy
 
 TINY = {

@@ -16,8 +16,8 @@ import sparse
 from launch import cli
 from launch import config as configs
 from launch import data as datasets
+from launch.export import load as load_export
 from launch.prune import prune
-from launch.run import load_export
 from launch.train import SparseTraining, TrainConfig, accuracy, train
 from search import engine, oneshot
 from search.population import PopulationEvaluator
