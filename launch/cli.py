@@ -361,14 +361,12 @@ def cmd_export(args) -> None:
         member = export.pareto_pick(args.run_dir, n)
         print(f"pareto pick {n}: {json.dumps(member.arch)} — {_fmt(member.params)} params, "
               f"supernet val accuracy {member.supernet_val_accuracy:.4f}; retraining it")
-        from launch.run import retrain_for_export
-        retrained = retrain_for_export(args.run_dir, member.arch, progress=not args.quiet)
-        info = export.retrained_info(args.run_dir, retrained)
-        print(f"retrained: val accuracy {retrained.val_accuracy:.4f}, test accuracy "
-              f"{retrained.test_accuracy:.4f}")
+        from launch.run import export_arch
 
         def fill(tmp: Path) -> None:
-            export.save(tmp, retrained.model, info)
+            retrained = export_arch(args.run_dir, member.arch, tmp, f"pareto:{n}", progress=not args.quiet)
+            print(f"retrained: val accuracy {retrained.val_accuracy:.4f}, test accuracy "
+                  f"{retrained.test_accuracy:.4f}")
             if stablehlo:
                 export.to_stablehlo(retrained.model, tmp)
     write_directory_atomic(args.out, fill)

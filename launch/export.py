@@ -32,7 +32,6 @@ from flax import nnx
 from jax import export as jax_export
 
 import spaces
-from launch import __version__ as VERSION
 from launch import config as configs
 from launch.data import Dataset
 from launch.files import write_bytes_atomic, write_json_atomic
@@ -311,23 +310,3 @@ def pareto_pick(run_dir: Path | str, n: int) -> FrontMember:
         raise ValueError(f"pareto pick {n}: the front of run {str(run_dir)!r} has {len(front)} "
                          f"members; pick 1 to {len(front)}")
     return front[n - 1]
-
-
-def retrained_info(run_dir: Path | str, retrained) -> dict:
-    """arch.json of an arch of run `run_dir` retrained for export
-    (`launch.run.retrain_for_export`: `arch`, `model`, accuracies): the fields of the
-    run's best/arch.json that describe one model — space, choices, sizes, metrics,
-    data, training settings, `space_config` (the run's retrain space)."""
-    from launch.train import TrainConfig  # the training settings' one definition, imported when used
-
-    cfg = configs.load(Path(run_dir) / "config.yaml")
-    trained = retrained.model.space
-    space = configs.space(cfg.space.name, {**cfg.space.options, **cfg.retrain.space_options})
-    space = space.bind(trained.input_shape, trained.num_classes)
-    structural = space.structure(retrained.arch)
-    return {"space": space.name, "choices": structural,
-            "params": space.params(structural), "flops": space.flops(structural),
-            "metrics": {"test_accuracy": retrained.test_accuracy, "val_accuracy": retrained.val_accuracy,
-                        "supernet_val_accuracy": retrained.supernet_accuracy},
-            "data": cfg.data.name, "retrain": dataclasses.asdict(TrainConfig.from_config(cfg)),
-            "space_config": space.to_dict(), "engine": f"jaxnas {VERSION}"}

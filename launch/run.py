@@ -117,9 +117,11 @@ def resume(run_dir: Path, progress: bool = True, echo=print) -> report.Summary |
     return run_search(configs.load(stored), run_dir, progress, echo)
 
 
-def retrain_for_export(run_dir: Path, arch: dict, progress: bool = True) -> retrain.Retrained:
-    """Retrain `arch` the way run `run_dir` retrains its candidates (its config, its
-    trained supernet for `finetune`), e.g. to export another point of its Pareto front."""
+def export_arch(run_dir: Path, arch: dict, directory: Path, picked: str,
+                progress: bool = True) -> retrain.Retrained:
+    """Retrain `arch` the way run `run_dir` retrains its candidates (its config, its trained
+    supernet for `finetune`, pruning for sparse runs) and write it as an export into
+    `directory` (e.g. another point of the run's Pareto front)."""
     ctx = setup(configs.load(Path(run_dir) / "config.yaml"), run_dir, progress)
     try:
         state = restore(ctx)
@@ -127,9 +129,11 @@ def retrain_for_export(run_dir: Path, arch: dict, progress: bool = True) -> retr
             raise ValueError(f"run dir {str(run_dir)!r} has not finished its search; "
                              f"run `nas resume {run_dir}` first")
         search.measure(ctx, state)
-        accuracy = dict((tuple(a.items()), s) for a, s in search.evaluated(ctx, state))
+        accuracy = {tuple(a.items()): s for a, s in search.evaluated(ctx, state)}
         arch = ctx.space.canonical(ctx.space.validate(arch))
-        return retrain.train_candidate(ctx, state, arch, accuracy.get(tuple(arch.items()), float("nan")))
+        retrained = retrain.train_candidate(ctx, state, arch, accuracy.get(tuple(arch.items()), float("nan")))
+        export.write(ctx, state, retrained, Path(directory), picked)
+        return retrained
     finally:
         ctx.checkpoints.close()
         ctx.log.close()

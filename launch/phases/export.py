@@ -137,20 +137,26 @@ def chosen_index(state: RunState) -> int:
     return max(range(len(records)), key=lambda i: (records[i]["val_accuracy"], -i))
 
 
+def write(ctx, state: RunState, chosen: retrain.Retrained, directory: Path, picked: str = "best") -> dict:
+    """Write `chosen` as an export directory (weights, arch.json, and a sparse run's COO
+    storage and compact model); returns its arch.json."""
+    info = {**_info(ctx, state, chosen), "picked": picked}
+    if ctx.sparse is not None:
+        info.update(_sparsity_info(ctx, chosen))
+    export.save(directory, chosen.model, info)
+    if ctx.sparse is not None:
+        info["export"] = _export_sparse(directory, chosen.model, list(chosen.masks), info)
+        write_json_atomic(directory / "arch.json", info)
+    return info
+
+
 def run(ctx, state: RunState) -> RunState:
     if state.done(NAME):
         return state
     index = chosen_index(state)
     if ctx.parallel.is_writer:
         chosen = retrain.load_candidate(ctx, index)
-        best_dir = ctx.run_dir / "best"
-        info = _info(ctx, state, chosen)
-        if ctx.sparse is not None:
-            info.update(_sparsity_info(ctx, chosen))
-        export.save(best_dir, chosen.model, info)
-        if ctx.sparse is not None:
-            info["export"] = _export_sparse(best_dir, chosen.model, list(chosen.masks), info)
-            write_json_atomic(best_dir / "arch.json", info)
+        info = write(ctx, state, chosen, ctx.run_dir / "best")
         _plots(ctx, state, chosen, info["search"]["controller"])
         alpha = state.arrays[supernet.NAME].get("alpha")
         text = report.report(summary(ctx, info, retrain.results(state)[index]), ctx.space, ctx.cfg,
