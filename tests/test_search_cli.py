@@ -1,5 +1,5 @@
 """`nas search` end to end: run dir contents, the export reloads and reproduces its
-reported accuracy, resume repeats nothing, budgets hold, bad configs write nothing."""
+reported accuracy, a finished run repeats nothing, budgets hold, bad configs write nothing."""
 import json
 
 import numpy as np
@@ -32,7 +32,7 @@ def test_search_writes_a_complete_run_dir_and_a_reloadable_export(tmp_path, caps
     assert cli.main(["search", str(_write(tmp_path, TINY)), "--out", str(run), "--quiet",
                      "--set", "search.max_params=5000"]) == 0
     for name in ("config.yaml", "metrics.jsonl", "trajectory.png", "pareto.png", "report.txt",
-                 "search_state.json", "best/arch.json"):
+                 "search_state.json", "best/arch.json", "retrain/0/arch.json", "retrain/1/arch.json"):
         assert (run / name).is_file(), name
     assert any((run / "tensorboard").iterdir())
     assert any((run / "best" / "weights").iterdir())
@@ -53,15 +53,13 @@ def test_search_writes_a_complete_run_dir_and_a_reloadable_export(tmp_path, caps
     assert accuracy(model, data.x_test, data.y_test) == pytest.approx(
         info["metrics"]["test_accuracy"], abs=1e-9)
 
-    # Same config again: everything is resumed, nothing retrained in the supernet phase.
-    lines_before = len((run / "metrics.jsonl").read_text().splitlines())
+    # Same config again: the finished run is restored, nothing is repeated, the report is shown.
+    lines_before = (run / "metrics.jsonl").read_text()
     assert cli.main(["search", str(_write(tmp_path, TINY)), "--out", str(run), "--quiet",
                      "--set", "search.max_params=5000"]) == 0
     out = capsys.readouterr().out
-    assert "resumed the supernet phase at epoch 2/2" in out
-    assert "resumed the search after 24 evaluations" in out
-    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["phase"] for r in records[lines_before:]] == ["retrain", "retrain"]
+    assert "(supernet, search, retrain, export done)" in out and "search cost" in out
+    assert (run / "metrics.jsonl").read_text() == lines_before
 
 
 def test_gradient_search_discretises_by_argmax(tmp_path, capsys):
@@ -113,26 +111,14 @@ def test_a_different_config_in_an_existing_run_dir_is_refused(tmp_path, capsys):
     assert "holds a different config" in capsys.readouterr().err
 
 
-def test_encodings_of_one_network_among_the_top_candidates_are_retrained_once(tmp_path, capsys):
+def test_encodings_of_one_network_among_the_top_candidates_are_retrained_once():
     import spaces
-    from search import controllers
-    body = {"seed": 0, "space": {"name": "mlp", "options": {"max_depth": 2, "widths": [8, 16]}},
-            "data": {"name": "synthetic", "options": {"input_shape": [8], "n_train": 200,
-                                                      "n_test": 50}},
-            "supernet": {"method": "uniform", "epochs": 1, "batch_size": 32},
-            "search": {"controller": "random", "evaluations": 3, "candidates": 2},
-            "retrain": {"epochs": 1, "batch_size": 32}}
+    from launch.phases.retrain import top_candidates
     space = spaces.get("mlp", max_depth=2, widths=[8, 16]).bind((8,), 10)
     shallow = {"depth": 1, "width_0": 16, "width_1": 8, "activation": "relu"}
     other = {"depth": 2, "width_0": 8, "width_1": 8, "activation": "tanh"}
-    # A search state whose history holds two encodings of one network (as a search made
-    # before controllers compared networks could have told): its two best archs.
-    state = controllers.get("random", space).state_dict()
-    state["history"] = [[shallow, [0.9]], [{**shallow, "width_1": 16}, [0.8]], [other, [0.5]]]
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "search_state.json").write_text(json.dumps(state))
-    assert cli.main(["search", str(_write(tmp_path, body)), "--out", str(run), "--quiet"]) == 0
-    info = json.loads((run / "best" / "arch.json").read_text())
-    assert [c["choices"] for c in info["search"]["candidates"]] == [shallow, other]
-    assert info["cost"]["retrained_candidates"] == 2
+    third = {"depth": 2, "width_0": 16, "width_1": 8, "activation": "tanh"}
+    # Two encodings of one network (width_1 is unused at depth 1) among the best archs.
+    evaluated = [(other, 0.5), ({**shallow, "width_1": 16}, 0.8), (shallow, 0.9), (third, 0.4)]
+    assert top_candidates(space, evaluated, 2) == [(shallow, 0.9), (other, 0.5)]
+    assert top_candidates(space, evaluated, 5) == [(shallow, 0.9), (other, 0.5), (third, 0.4)]

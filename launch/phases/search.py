@@ -51,7 +51,7 @@ def _evaluator(ctx, state: RunState) -> PopulationEvaluator:
     arrays = state.arrays[supernet.NAME]
     return PopulationEvaluator(ctx.graphdef, supernet.weights(ctx, state), arrays["rest"], ctx.space,
                                data.x_val, data.y_val, calib_x=calib,
-                               chunk=min(cfg.search.generation, devices.population_chunk()),
+                               chunk=devices.population_chunk(cfg.search.generation),
                                levels=ctx.sparse.levels if ctx.sparse else None, parallel=ctx.parallel)
 
 
