@@ -7,10 +7,16 @@ through the same code. With `sparse=SparseTraining(...)` the optimizer is
 wrapped by a sparse updater (`sparse.wrap`): the forward runs at the masked
 weights (so its gradient is the dense one RigL/GraNet grow by) and the
 trained model holds exact zeros where pruned.
+
+Training and evaluation are data parallel over every device (`parallel`,
+`search.parallel`): weights and optimizer state replicated, batch rows split,
+one global-view step. With several processes each draws the same batches and
+feeds its own rows; only process 0 shows progress.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
 import jax
@@ -24,6 +30,7 @@ import sparse as sparse_lib
 from launch.config import Config, RetrainConfig
 from launch.data import Batches, Dataset
 from search import engine
+from search.parallel import DataParallel, data_parallel, pad_rows, round_up
 from sparse import masks as masklib
 
 
@@ -105,25 +112,39 @@ def sparse_optimizer(tx, spec: SparseTraining, model: nnx.Module, probs, steps: 
     return sparse_lib.wrap(tx, sparse_lib.updaters.get(spec.method, **options), names), names
 
 
-def accuracy(model, x: np.ndarray, y: np.ndarray, arch=None, batch_size: int = 500) -> float:
-    """Inference-mode accuracy. Batches are padded to one size: a single compilation."""
+@functools.partial(jax.jit, static_argnums=0)
+def _correct(graphdef, params, rest, x, y, probs):
+    logits, _ = engine.apply(graphdef, params, rest, x, probs, train=False)
+    return engine.accuracy_count(logits, y)
+
+
+def accuracy(model, x: np.ndarray, y: np.ndarray, arch=None, batch_size: int = 500,
+             parallel: DataParallel | None = None) -> float:
+    """Inference-mode accuracy, batches split over `parallel`'s devices (default: all).
+    Batches are padded to one size, a multiple of the device count: a single compilation.
+    Padding rows are labelled -1, which no argmax matches."""
     if len(x) == 0:
         return float("nan")
-    batch_size = min(batch_size, len(x))
+    parallel = parallel or data_parallel()
+    graphdef, params, rest = engine.split(model)
+    params, rest, probs = parallel.replicate((params, rest, model.space.encode(arch)))
+    size = round_up(min(batch_size, len(x)), parallel.num_devices)
     correct = 0
-    for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size]
-        n = len(xb)
-        if n < batch_size:
-            xb = np.concatenate([xb, np.zeros((batch_size - n,) + xb.shape[1:], xb.dtype)])
-        correct += int(engine.accuracy_count(model(xb, arch)[:n], y[start:start + n]))
+    for start in range(0, len(x), size):
+        xb = pad_rows(np.asarray(x[start:start + size], np.float32), size)
+        yb = pad_rows(np.asarray(y[start:start + size], np.int32), size, fill=-1)
+        correct += int(_correct(graphdef, params, rest, parallel.shard(xb), parallel.shard(yb), probs))
     return correct / len(x)
 
 
 def train(model: nnx.Module, data: Dataset, cfg: TrainConfig, arch=None,
-          progress: bool = True, sparse: SparseTraining | None = None) -> TrainResult:
-    """Train `model` (at `arch`, or its only architecture) on `data.train`; report val/test."""
+          progress: bool = True, sparse: SparseTraining | None = None,
+          parallel: DataParallel | None = None) -> TrainResult:
+    """Train `model` (at `arch`, or its only architecture) on `data.train`, data parallel
+    over `parallel` (default: every device); report val/test."""
     started = time.perf_counter()
+    parallel = parallel or data_parallel()
+    parallel.check_batch("train.batch_size", cfg.batch_size)
     probs = model.space.encode(arch)
     batches = Batches(data.x_train, data.y_train, cfg.batch_size, seed=cfg.seed)
     steps = cfg.epochs * batches.steps_per_epoch
@@ -141,6 +162,7 @@ def train(model: nnx.Module, data: Dataset, cfg: TrainConfig, arch=None,
         params = masklib.rescale(params, opt_state.masks)
     params = masked(params, opt_state)
     nnx.update(model, params)
+    params, rest, opt_state = parallel.replicate((params, rest, opt_state))
 
     @jax.jit
     def step(params, rest, opt_state, x, y):
@@ -152,20 +174,21 @@ def train(model: nnx.Module, data: Dataset, cfg: TrainConfig, arch=None,
         return optax.apply_updates(params, updates), rest, opt_state, loss
 
     history = []
-    bar = tqdm(range(cfg.epochs), desc="train", unit="epoch", disable=not progress)
+    bar = tqdm(range(cfg.epochs), desc="train", unit="epoch", disable=not (progress and parallel.is_writer))
     for epoch in bar:
         losses = []
         for _ in range(batches.steps_per_epoch):
             x, y = next(batches)
-            params, rest, opt_state, loss = step(params, rest, opt_state, x, y)
+            params, rest, opt_state, loss = step(params, rest, opt_state, parallel.shard(x),
+                                                 parallel.shard(y))
             losses.append(loss)
         nnx.update(model, params, rest)
         record = {"epoch": epoch + 1, "loss": float(jnp.mean(jnp.stack(losses)))}
         if len(data.x_val) and (epoch + 1 == cfg.epochs or (epoch + 1) % max(cfg.epochs // 10, 1) == 0):
-            record["val_accuracy"] = accuracy(model, data.x_val, data.y_val, arch)
+            record["val_accuracy"] = accuracy(model, data.x_val, data.y_val, arch, parallel=parallel)
         history.append(record)
         bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
-    val_acc = accuracy(model, data.x_val, data.y_val, arch)
-    test_acc = accuracy(model, data.x_test, data.y_test, arch)
+    val_acc = accuracy(model, data.x_val, data.y_val, arch, parallel=parallel)
+    test_acc = accuracy(model, data.x_test, data.y_test, arch, parallel=parallel)
     masks = {n: np.asarray(m) for n, m in opt_state.masks.items()} if sparse is not None else None
     return TrainResult(model, history, val_acc, test_acc, time.perf_counter() - started, masks)
