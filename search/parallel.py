@@ -68,7 +68,17 @@ class DataParallel:
 
     def replicate(self, tree):
         """`tree` with every array copied to every device (the same in every process)."""
-        return jax.device_put(tree, self.replicated)
+        if self.num_processes == 1:
+            return jax.device_put(tree, self.replicated)
+        return jax.tree.map(self._replicate_across_processes, tree)
+
+    def _replicate_across_processes(self, leaf) -> jax.Array:
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return jax.device_put(leaf, self.replicated)  # already global: a reshard on its mesh
+        # device_put of a host value would first all-gather it to check every process holds
+        # the same (a collective per leaf, and NaN ≠ NaN fails the check); it does, by
+        # construction, so each process places its own copy.
+        return jax.make_array_from_process_local_data(self.replicated, np.asarray(leaf))
 
     def shard(self, global_batch: np.ndarray) -> jax.Array | np.ndarray:
         """The global array of `global_batch` (`[rows, ...]`, the same in every process),

@@ -61,8 +61,13 @@ def main(mode: str, *args: str) -> None:
     port, process_id, count = map(int, args)
     devices.initialize(f"127.0.0.1:{port}", count, process_id)
     parallel = data_parallel()
+    # Host values (NaN included), one device's arrays and global arrays all replicate.
+    local = {"host": np.array([np.nan, 1.0]), "device": jax.device_put(np.ones(2), jax.local_devices()[0])}
+    tree = parallel.replicate(parallel.replicate(local))
     print(json.dumps({"num_devices": parallel.num_devices, "process_index": parallel.process_index,
-                      "is_writer": parallel.is_writer, **run(parallel)}))
+                      "is_writer": parallel.is_writer,
+                      "replicated": {k: np.asarray(v).tolist() for k, v in tree.items()},
+                      **run(parallel)}))
 
 
 if __name__ == "__main__":

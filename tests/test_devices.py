@@ -66,6 +66,8 @@ def test_two_processes_train_and_score_like_one(one_and_eight):
     results = [_result(p) for p in processes]
     for i, result in enumerate(results):
         assert (result["num_devices"], result["process_index"], result["is_writer"]) == (4, i, i == 0)
+        np.testing.assert_array_equal(result["replicated"]["host"], [np.nan, 1.0])  # NaN == NaN here
+        assert result["replicated"]["device"] == [1.0, 1.0]
         _assert_same_run(result, one_and_eight["one"])
 
 
