@@ -36,10 +36,10 @@ def run(parallel) -> dict:
 
     space = spaces.get("cnn1d", channels=(4, 8), kernels=(3, 5), depths=(1,),
                        norm="batch").bind((40, 1), 10)
-    data = datasets.load("synthetic", seed=0, val_fraction=0.2, n_train=90, n_test=50, noise=0.5)
+    data = datasets.load("synthetic", seed=0, val_fraction=0.8, n_train=400, n_test=100, noise=0.5)
     model = nas.supernet(space.fix(space.sample(0)), seed=0)
-    result = train(model, data, TrainConfig(epochs=4, batch_size=BATCH, learning_rate=0.1, optimizer="sgd"),
-                   progress=False, parallel=parallel)
+    schedule = TrainConfig(epochs=6, batch_size=BATCH, learning_rate=0.2, warmup_epochs=0, optimizer="sgd")
+    result = train(model, data, schedule, progress=False, parallel=parallel)
     weights = jax.tree.leaves(nnx.state(result.model, nnx.Param))
     supernet = nas.supernet(space, seed=1)
     graphdef, params, rest = engine.split(supernet)

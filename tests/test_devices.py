@@ -56,7 +56,7 @@ def _assert_same_run(got: dict, expected: dict) -> None:
 
 
 def test_eight_devices_train_and_score_like_one(one_and_eight):
-    assert len(one_and_eight["one"]["losses"]) == 4
+    assert len(one_and_eight["one"]["losses"]) == 6
     _assert_same_run(one_and_eight["all"], one_and_eight["one"])
 
 
