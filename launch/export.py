@@ -27,6 +27,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 from jax import export as jax_export
@@ -36,6 +37,7 @@ from launch import config as configs
 from launch.data import Dataset
 from launch.files import write_bytes_atomic, write_json_atomic
 from search import pareto
+from search.parallel import local_copy
 
 STABLEHLO_FILE = "model.stablehlo"
 SIGNATURE_FILE = STABLEHLO_FILE + ".json"
@@ -68,12 +70,21 @@ def write_orbax(directory: Path | str, model: nnx.Module) -> None:
     tmp = directory.with_name(directory.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(tmp.absolute(), nnx.to_pure_dict(nnx.state(model)))
+    checkpointer = _this_process_only()
+    weights = jax.tree.map(np.asarray, local_copy(nnx.to_pure_dict(nnx.state(model))))
+    checkpointer.save(tmp.absolute(), weights)
     checkpointer.wait_until_finished()
     if directory.exists():
         shutil.rmtree(directory)
     tmp.rename(directory)
+
+
+def _this_process_only() -> ocp.StandardCheckpointer:
+    """A checkpointer for one process's own files: in a multi-process run only process 0
+    writes (and reads back) exports, so Orbax must not wait for the others."""
+    me = jax.process_index()
+    return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+        primary_host=me, active_processes={me} if jax.process_count() > 1 else None))
 
 
 def save(directory: Path | str, model: nnx.Module, info: dict) -> None:
@@ -128,8 +139,10 @@ def load(directory: Path | str) -> Exported:
     fixed = space.fix(arch)
     abstract = nnx.eval_shape(lambda: fixed.supernet_class(fixed, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
-    restored = ocp.StandardCheckpointer().restore((directory / "weights").absolute(),
-                                                  nnx.to_pure_dict(state))
+    on_this_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=on_this_device),
+                          nnx.to_pure_dict(state))
+    restored = _this_process_only().restore((directory / "weights").absolute(), target)
     nnx.replace_by_pure_dict(state, restored)
     return Exported(space, arch, nnx.merge(graphdef, state), info)
 

@@ -49,12 +49,13 @@ def round_budgets(start: int, keep: int, rate: float = 0.2) -> list[int]:
 def prune(model: nnx.Module, data: Dataset, names, keep: int, *, allocation: str = "dp",
           grid: int = 50, rate: float = 0.2, calibration: int = 1024, finetune: TrainConfig | None = None,
           final: TrainConfig | None = None, masks: dict | None = None, progress: bool = False,
-          seed: int = 0) -> PruneResult:
+          seed: int = 0, stop=None) -> PruneResult:
     """Prune `model`'s kernels `names` until at most `keep` of their weights survive.
 
     `masks` are the model's current masks (default: its nonzero pattern); with
     `finetune`, each round fine-tunes under the round's masks, the last one
-    with `final` when given (recovery at the target sparsity takes longest).
+    with `final` when given (recovery at the target sparsity takes longest). `stop` goes
+    to `train` (called between steps; raises to abandon).
     """
     graphdef, params, rest = engine.split(model)
     leaves = masklib.named_leaves(params)
@@ -91,7 +92,7 @@ def prune(model: nnx.Module, data: Dataset, names, keep: int, *, allocation: str
         schedule = final if r == len(budgets) and final is not None else finetune
         if schedule is not None and schedule.epochs > 0:
             result = train(model, data, schedule, progress=progress,
-                           sparse=SparseTraining("static", masks=masks))
+                           sparse=SparseTraining("static", masks=masks), stop=stop)
             masks = result.masks
             record.update(val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy)
         history.append(record)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -139,9 +140,10 @@ def accuracy(model, x: np.ndarray, y: np.ndarray, arch=None, batch_size: int = 5
 
 def train(model: nnx.Module, data: Dataset, cfg: TrainConfig, arch=None,
           progress: bool = True, sparse: SparseTraining | None = None,
-          parallel: DataParallel | None = None) -> TrainResult:
+          parallel: DataParallel | None = None, stop: Callable[[], None] | None = None) -> TrainResult:
     """Train `model` (at `arch`, or its only architecture) on `data.train`, data parallel
-    over `parallel` (default: every device); report val/test."""
+    over `parallel` (default: every device); report val/test. `stop()` is called between
+    steps: it raises to abandon the training (a run asked to stop)."""
     started = time.perf_counter()
     parallel = parallel or data_parallel()
     parallel.check_batch("train.batch_size", cfg.batch_size)
@@ -178,6 +180,8 @@ def train(model: nnx.Module, data: Dataset, cfg: TrainConfig, arch=None,
     for epoch in bar:
         losses = []
         for _ in range(batches.steps_per_epoch):
+            if stop is not None:
+                stop()
             x, y = next(batches)
             params, rest, opt_state, loss = step(params, rest, opt_state, parallel.shard(x),
                                                  parallel.shard(y))

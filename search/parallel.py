@@ -122,6 +122,17 @@ def population_chunk(generation: int | None = None) -> int:
     return min(generation or ACCELERATOR_POPULATION_CHUNK, ACCELERATOR_POPULATION_CHUNK)
 
 
+def local_copy(tree):
+    """`tree` with every array that spans several processes replaced by this process's
+    copy (a replicated array's shard on the first local device); other leaves as they are.
+    What a single process reads or writes of a multi-process run's replicated state."""
+    def local(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return x.addressable_data(0)
+        return x
+    return jax.tree.map(local, tree)
+
+
 def pad_rows(array: np.ndarray, rows: int, fill=0) -> np.ndarray:
     """`array` (`[n ≤ rows, ...]`) with rows of `fill` appended up to `rows`."""
     missing = rows - len(array)

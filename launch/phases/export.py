@@ -25,6 +25,7 @@ from launch.files import write_json_atomic, write_text_atomic
 from launch.phases import retrain, search, supernet
 from launch.train import TrainConfig
 from nas import surgery
+from search.parallel import local_copy
 from sparse import masks as masklib
 
 NAME = "export"
@@ -160,6 +161,6 @@ def run(ctx, state: RunState) -> RunState:
         _plots(ctx, state, chosen, info["search"]["controller"])
         alpha = state.arrays[supernet.NAME].get("alpha")
         text = report.report(summary(ctx, info, retrain.results(state)[index]), ctx.space, ctx.cfg,
-                             None if alpha is None else jax.tree.map(np.asarray, alpha))
+                             None if alpha is None else jax.tree.map(np.asarray, local_copy(alpha)))
         write_text_atomic(ctx.run_dir / "report.txt", text)
     return phases.finish(ctx, state, NAME)

@@ -6,7 +6,8 @@ results of those finished. Each finished candidate is also an export
 directory, RUN_DIR/retrain/<i>/ (arch.json with its record, weights/, and the
 masks of a sparse one), so a resumed run skips it and the export phase loads
 the chosen one. A candidate interrupted mid-training is trained again from
-its start (its training is a function of the seed: the result is the same).
+its start (its training is a function of the seed: the result is the same); a stop
+request abandons it at the next step, the last checkpoint holding the candidates before.
 """
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def train_candidate(ctx, state: RunState, arch: dict, supernet_accuracy: float) 
         inherited = _nonzero_masks(model, setup)
     result = train(model, ctx.data, TrainConfig.from_config(cfg), progress=ctx.progress,
                    sparse=SparseTraining("static", masks=inherited) if inherited else None,
-                   parallel=ctx.parallel)
+                   parallel=ctx.parallel, stop=ctx.checkpoints.raise_if_stopped)
     out = Retrained(arch, supernet_accuracy, result.model, result.val_accuracy, result.test_accuracy,
                     result.val_accuracy, result.test_accuracy)
     if setup is None:
@@ -92,7 +93,7 @@ def train_candidate(ctx, state: RunState, arch: dict, supernet_accuracy: float) 
                    allocation=cfg.sparse.allocation, grid=cfg.sparse.grid, rate=cfg.sparse.prune_rate,
                    calibration=cfg.sparse.calibration, finetune=finetune_config(cfg),
                    final=finetune_config(cfg, cfg.sparse.final_epochs), masks=result.masks,
-                   progress=ctx.progress, seed=cfg.seed)
+                   progress=ctx.progress, seed=cfg.seed, stop=ctx.checkpoints.raise_if_stopped)
     return dataclasses.replace(out, model=pruned.model, val_accuracy=pruned.val_accuracy,
                                test_accuracy=pruned.test_accuracy, masks=pruned.masks,
                                rounds=pruned.rounds)

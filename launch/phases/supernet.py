@@ -159,9 +159,9 @@ def _sync(ctx, state, trainer, arrays, key, step, losses, alpha_losses) -> None:
     """Write the loop's progress into the run state (before a save)."""
     length = trainer.steps_per_epoch
     arrays["key"] = jax.random.key_data(key)
-    arrays["epoch_losses"] = _pending(losses, length)
+    arrays["epoch_losses"] = ctx.parallel.replicate(_pending(losses, length))
     if ctx.gradient:
-        arrays["epoch_alpha_losses"] = _pending(alpha_losses, length)
+        arrays["epoch_alpha_losses"] = ctx.parallel.replicate(_pending(alpha_losses, length))
     state.arrays[NAME] = arrays
     state.meta[NAME].update(step=step, batches=trainer.batches.state_dict(), arch_batches=(
         trainer.arch_batches.state_dict() if trainer.arch_batches else None))
