@@ -1,9 +1,9 @@
 """Run every benchmark: `python -m benchmarks [--quick] [--only NAME ...]`."""
 import argparse
 
-from benchmarks import scale, search_steps, sparse_accuracy, sparse_costs, supernet_overhead
+from benchmarks import checkpoints, scale, search_steps, sparse_accuracy, sparse_costs, supernet_overhead
 
-BENCHMARKS = ("supernet_overhead", "search_steps", "scale", "sparse_costs", "sparse_accuracy")
+BENCHMARKS = ("supernet_overhead", "search_steps", "scale", "checkpoints", "sparse_costs", "sparse_accuracy")
 
 
 def main():
@@ -20,6 +20,8 @@ def main():
         search_steps.run(repeats=repeats)
     if "scale" in args.only:
         scale.run(repeats=repeats)
+    if "checkpoints" in args.only:
+        checkpoints.run(epochs=3 if args.quick else 5)
     if "sparse_costs" in args.only:
         sparse_costs.run(repeats=3 if args.quick else 5)
     if "sparse_accuracy" in args.only:

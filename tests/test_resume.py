@@ -108,12 +108,13 @@ def test_sigterm_then_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run
     config, reference = references[name]
     saves = _committed_steps(reference)[-1]
     rng = np.random.default_rng(sum(map(ord, name)))
-    first, second = sorted(rng.choice(np.arange(1, saves - 1), 2, replace=False))
     run = tmp_path / "run"
-    stopped = _run_until(_nas("search", str(config), "--out", str(run), "--quiet"), env, run, first,
-                         signal.SIGTERM)
+    stopped = _run_until(_nas("search", str(config), "--out", str(run), "--quiet"), env, run,
+                         rng.integers(1, saves // 2), signal.SIGTERM)
     assert stopped.returncode == 0, stopped.stderr
     assert f"nas resume {run}" in stopped.stdout
+    # Killed once it has saved at least one checkpoint of its own, before the run's end.
+    second = rng.integers(_committed_steps(run)[-1] + 1, saves - 1)
     killed = _run_until(_nas("resume", str(run), "--quiet"), env, run, second, signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
     finished = subprocess.run(_nas("resume", str(run), "--quiet"), env=env, capture_output=True, text=True)
