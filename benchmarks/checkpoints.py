@@ -33,7 +33,7 @@ def run(epochs: int = 4, spaces_and_options=(("cnn1d", {"norm": "batch"}), ("con
                      "checkpoint.every_seconds=null"]
         if name == "convnet":  # 32×32×3 images: the synthetic data set at that shape
             overrides += ["data.name=synthetic", "data.options={input_shape: [32, 32, 3], n_train: 800}",
-                          "supernet.batch_size=32"]
+                          "supernet.batch_size=32", "retrain.space_options={}"]
         cfg = configs.load(CONFIG, overrides)
         with tempfile.TemporaryDirectory() as tmp:
             ctx = context.setup(cfg, Path(tmp) / "run", progress=False, echo=lambda *_: None)

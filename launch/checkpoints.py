@@ -19,6 +19,7 @@ tries the previous step. A step Orbax itself cannot read is skipped the same way
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import signal
@@ -26,7 +27,10 @@ import time
 import zlib
 from pathlib import Path
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as keep_policy
 
 
@@ -71,7 +75,7 @@ class StopSignal:
 
     def _handle(self, signum, frame) -> None:
         if self.requested is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without waiting for the save
+            raise KeyboardInterrupt  # a second Ctrl-C: stop at once (a save under way is finished)
         self.requested = signal.Signals(signum).name
 
     def __exit__(self, *exc) -> None:
@@ -104,39 +108,53 @@ class Checkpoints:
 
     def __init__(self, directory: Path, keep: int = 3, every_steps: int | None = None,
                  every_seconds: float | None = 300.0, is_writer: bool = True,
-                 handle_signals: bool = True):
+                 stop: StopSignal | None = None, read_only: bool = False):
         self.directory = Path(directory).absolute()
         policy = keep_policy.AnyPreservationPolicy([
             keep_policy.LatestN(keep),
             keep_policy.BestN(get_metric_fn=lambda m: m["supernet_loss"], reverse=True, n=1,
                               keep_checkpoints_without_metrics=False)])
+        # Read-only (another command reading a run, maybe a live one): never touch its files.
         self.manager = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
-            preservation_policy=policy, create=True, cleanup_tmp_directories=True))
+            preservation_policy=policy, create=not read_only, read_only=read_only,
+            cleanup_tmp_directories=not read_only))
+        self.read_only = read_only
         self.policy = SavePolicy(every_steps, every_seconds)
-        self.stop = StopSignal(handle=handle_signals)
+        self.stop = stop or StopSignal()
         self.is_writer = is_writer
         self._unrecorded: int | None = None
+        self._ticks = 0  # progress checks so far: the same count in every process
+        self._preempted = False
 
     def save(self, state: RunState, metrics: dict | None = None) -> int:
         """Start an asynchronous save of `state` as the next step; returns the step."""
         self.wait()
         step = (self.manager.latest_step() or 0) + 1
+        # The JSON is written on a background thread: give it a copy the run cannot change.
         self.manager.save(step, args=ocp.args.Composite(
-            arrays=ocp.args.StandardSave(state.arrays), meta=ocp.args.JsonSave(state.meta)),
-            metrics=metrics)
+            arrays=ocp.args.StandardSave(state.arrays), meta=ocp.args.JsonSave(copy.deepcopy(state.meta))),
+            metrics=metrics, force=True)
         self._unrecorded = step
         self.policy.saved()
         return step
 
     def due(self, units: int = 1) -> bool:
-        """Count `units` of progress; True when a save is due (the policy, or a stop request)."""
-        return self.policy.tick(units) or self.stop_requested() is not None
+        """Count `units` of progress; True when a save is due (the policy, or a stop request).
+        Every process of a multi-process run gets process 0's answer (their clocks differ)."""
+        due = self.policy.tick(units) or self.stop_requested() is not None
+        if jax.process_count() > 1:
+            due = bool(multihost_utils.broadcast_one_to_all(np.bool_(due)))
+        return due
 
     def stop_requested(self) -> str | None:
         """Why the run must stop (a signal's name, or a preemption notice), else None."""
         if self.stop.requested:
             return self.stop.requested
-        if self.manager.reached_preemption(self.manager.latest_step() or 0):
+        # JAX's preemption sync point wants an id that grows with every call, alike in all
+        # processes, and is reached once: remember it.
+        self._ticks += 1
+        if self._preempted or self.manager.reached_preemption(self._ticks):
+            self._preempted = True
             return "a preemption notice"
         return None
 
@@ -160,30 +178,40 @@ class Checkpoints:
         """The newest readable checkpoint as (state, step) with arrays laid out like `template`;
         None when there is none. Unreadable steps are reported and skipped."""
         steps = self.steps()
+        # Process 0 checks the files and every process restores the step it names, so all
+        # processes resume from the same step.
+        damage = [_damaged_file(self.directory / str(step)) if jax.process_index() == 0 else None
+                  for step in steps]
+        if jax.process_count() > 1:
+            flags = multihost_utils.broadcast_one_to_all(np.array([d is not None for d in damage]))
+            damage = [d or ("damaged (found by process 0)" if f else None) for d, f in zip(damage, flags)]
         failures = []
-        for step in steps:
+        for step, found in zip(steps, damage):
             step_dir = self.directory / str(step)
             try:
-                damage = _damaged_file(step_dir)
-                if damage is None:
+                if found is None:
                     meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
                     arrays = self.manager.restore(step, args=ocp.args.Composite(
                         arrays=ocp.args.StandardRestore(template)))
             except Exception as err:  # noqa: BLE001 - any unreadable file means: try the step before
-                damage = " ".join(str(err).split())[:300]
-            if damage is not None:
-                failures.append(f"step {step}: {damage}")
-                warn(f"checkpoint {step_dir} is unreadable ({damage}); "
+                found = " ".join(str(err).split())[:300]
+            if found is not None:
+                failures.append(step)
+                warn(f"checkpoint {step_dir} is unreadable ({found}); "
                      + ("falling back to the previous step" if step != steps[-1] else "no older step"))
                 continue
+            if not self.read_only:
+                for damaged in failures:  # a damaged step would hold one of the `keep` places
+                    self.manager.delete(damaged)
             return RunState(dict(arrays["arrays"]), dict(meta["meta"])), step
         if failures:
-            raise CorruptCheckpoint(f"no readable checkpoint in {self.directory}: "
-                                    + "; ".join(failures))
+            raise CorruptCheckpoint(f"no readable checkpoint in {self.directory} (steps "
+                                    f"{', '.join(map(str, failures))} are damaged)")
         return None
 
     def close(self) -> None:
-        self.wait()
+        if not self.read_only:
+            self.wait()
         self.manager.close()
 
 

@@ -16,7 +16,7 @@ import spaces
 from launch import config as configs
 from launch import costs, devices
 from launch import data as datasets
-from launch.checkpoints import Checkpoints
+from launch.checkpoints import Checkpoints, StopSignal
 from launch.files import write_text_atomic
 from launch.metrics import MetricsLog
 from search import engine
@@ -98,9 +98,11 @@ def _check_batches(cfg: configs.Config, data, parallel: devices.DataParallel) ->
         parallel.check_batch(f"config {section}.batch_size", batch)
 
 
-def setup(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=print) -> Context:
+def setup(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=print,
+          stop: StopSignal | None = None, read_only: bool = False) -> Context:
     """Everything the phases share; validates the config against the data and the devices and
-    writes (or checks) RUN_DIR/config.yaml."""
+    writes (or checks) RUN_DIR/config.yaml. `stop`: the run's signal flag. `read_only`: only
+    read the run (its checkpoints, log and config are left as they are)."""
     run_dir = Path(run_dir)
     parallel = devices.data_parallel()
     data = configs.dataset(cfg)
@@ -116,13 +118,13 @@ def setup(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=print)
     if stored.exists() and stored.read_text() != config_text:
         raise ValueError(f"run dir {str(run_dir)!r} holds a different config; pass another --out "
                          "(or delete it)")
-    if parallel.is_writer:
+    if parallel.is_writer and not read_only:
         write_text_atomic(stored, config_text)
     ck = cfg.checkpoint
     checkpoints = Checkpoints(run_dir / "checkpoints", keep=ck.keep, every_steps=ck.every_steps,
-                              every_seconds=ck.every_seconds, is_writer=parallel.is_writer,
-                              handle_signals=parallel.num_processes == 1)
+                              every_seconds=ck.every_seconds, is_writer=parallel.is_writer and not read_only,
+                              stop=stop, read_only=read_only)
     graphdef = engine.split(model)[0]
+    log = MetricsLog(run_dir, writer=parallel.is_writer and not read_only)
     return Context(cfg, run_dir, data, space, retrain_space, model, graphdef, sparse_setup, constraint,
-                   MetricsLog(run_dir, writer=parallel.is_writer), checkpoints, parallel, Clock(),
-                   progress, echo)
+                   log, checkpoints, parallel, Clock(), progress, echo)

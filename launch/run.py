@@ -34,31 +34,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jax
+
 import nas
 from launch import config as configs
 from launch import report
-from launch.checkpoints import RunState, Stopped
+from launch.checkpoints import RunState, Stopped, StopSignal
 from launch.context import Context, setup
 from launch.phases import export, retrain, search, supernet
 
 PHASES = (supernet, search, retrain, export)
 
 
-def _initial_state(ctx: Context) -> RunState:
-    arrays, meta = supernet.init(ctx)
-    return RunState({supernet.NAME: arrays}, {supernet.NAME: meta, "phases_done": []})
-
-
-def _template(ctx: Context) -> dict:
-    """The restore target: the arrays of a fresh state, with their shardings."""
-    return {supernet.NAME: supernet.init(ctx)[0]}
-
-
-def restore(ctx: Context) -> RunState | None:
-    """The newest readable checkpoint of the run (the log truncated to its rows), or None."""
-    restored = ctx.checkpoints.restore(_template(ctx), warn=ctx.say)
+def restore(ctx: Context) -> RunState:
+    """The newest readable checkpoint of the run (the log cut back to its rows), or a fresh
+    state (the log emptied: rows without a checkpoint belong to work done again)."""
+    arrays, meta = supernet.init(ctx)  # also the restore target: shapes and shardings
+    restored = ctx.checkpoints.restore({supernet.NAME: arrays}, warn=ctx.say)
     if restored is None:
-        return None
+        ctx.log.truncate(0)
+        return RunState({supernet.NAME: arrays}, {supernet.NAME: meta, "phases_done": []})
     state, step = restored
     ctx.clock.restore(state.meta.get("seconds", {}))
     ctx.log.truncate(state.meta.get("log_rows", ctx.log.rows))
@@ -71,29 +66,29 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True,
                echo=print) -> report.Summary | None:
     """Run (or resume) the whole search of `cfg` in `run_dir`. Returns None when stopped by
     SIGTERM/SIGINT (after saving a checkpoint)."""
-    ctx = setup(cfg, run_dir, progress, echo)
-    try:
-        with ctx.checkpoints.stop:
+    # Multi-process runs leave SIGTERM to JAX's preemption service (all processes agree on
+    # the step to stop at); a lone process handles SIGTERM and SIGINT itself.
+    with StopSignal(handle=jax.process_count() == 1) as stop:
+        ctx = setup(cfg, run_dir, progress, echo, stop=stop)
+        try:
             ctx.say(ctx.data.summary())
             state = restore(ctx)
-            if state is None:
-                state = _initial_state(ctx)
             state.meta["processes"] = state.meta.get("processes", 0) + 1
             ctx.say(f"space {ctx.space.name}: {ctx.space.size():,} architectures; supernet "
                     f"{nas.count_params(ctx.model):,} parameters; {_devices(ctx)}")
             try:
                 for phase in PHASES:
                     state = phase.run(ctx, state)
-            except Stopped as stop:
-                ctx.say(f"stopped by {stop} after saving checkpoint {ctx.checkpoints.steps()[0]}; "
+            except Stopped as reason:
+                ctx.say(f"stopped by {reason} after saving checkpoint {ctx.checkpoints.steps()[0]}; "
                         f"continue with: nas resume {run_dir}")
                 return None
-        text = (Path(run_dir) / "report.txt").read_text() if ctx.parallel.is_writer else ""
-        ctx.say(text.rstrip("\n"))
-        return summary(ctx, state)
-    finally:
-        ctx.checkpoints.close()
-        ctx.log.close()
+            text = (Path(run_dir) / "report.txt").read_text() if ctx.parallel.is_writer else ""
+            ctx.say(text.rstrip("\n"))
+            return summary(ctx, state)
+        finally:
+            ctx.checkpoints.close()
+            ctx.log.close()
 
 
 def _devices(ctx: Context) -> str:
@@ -122,14 +117,14 @@ def export_arch(run_dir: Path, arch: dict, directory: Path, picked: str,
     """Retrain `arch` the way run `run_dir` retrains its candidates (its config, its trained
     supernet for `finetune`, pruning for sparse runs) and write it as an export into
     `directory` (e.g. another point of the run's Pareto front)."""
-    ctx = setup(configs.load(Path(run_dir) / "config.yaml"), run_dir, progress)
+    ctx = setup(configs.load(Path(run_dir) / "config.yaml"), run_dir, progress, read_only=True)
     try:
         state = restore(ctx)
-        if state is None or not state.done(search.NAME):
+        if not state.done(search.NAME):
             raise ValueError(f"run dir {str(run_dir)!r} has not finished its search; "
                              f"run `nas resume {run_dir}` first")
         search.measure(ctx, state)
-        accuracy = {tuple(a.items()): s for a, s in search.evaluated(ctx, state)}
+        accuracy = {tuple(ctx.space.canonical(a).items()): s for a, s in search.evaluated(ctx, state)}
         arch = ctx.space.canonical(ctx.space.validate(arch))
         retrained = retrain.train_candidate(ctx, state, arch, accuracy.get(tuple(arch.items()), float("nan")))
         export.write(ctx, state, retrained, Path(directory), picked)

@@ -30,6 +30,16 @@ def checkpoint(ctx, state: RunState, sync=None, units: int = 1, metrics: dict | 
     ctx.checkpoints.raise_if_stopped()
 
 
+def stop_point(ctx, state: RunState) -> None:
+    """For loops that cannot save their own progress (a candidate's training): on a stop
+    request save the state as it is (the clock and this process counted) and raise
+    `launch.checkpoints.Stopped`; the interrupted work is redone on resume."""
+    if ctx.checkpoints.stop_requested() is not None:
+        _stamp(ctx, state)
+        ctx.checkpoints.save(state)
+        ctx.checkpoints.raise_if_stopped()
+
+
 def finish(ctx, state: RunState, name: str, metrics: dict | None = None) -> RunState:
     """Mark phase `name` done and save."""
     state.finish(name)

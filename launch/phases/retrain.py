@@ -7,11 +7,12 @@ directory, RUN_DIR/retrain/<i>/ (arch.json with its record, weights/, and the
 masks of a sparse one), so a resumed run skips it and the export phase loads
 the chosen one. A candidate interrupted mid-training is trained again from
 its start (its training is a function of the seed: the result is the same); a stop
-request abandons it at the next step, the last checkpoint holding the candidates before.
+request saves the state without it at the next training step and abandons it.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 
 import numpy as np
@@ -77,6 +78,7 @@ def train_candidate(ctx, state: RunState, arch: dict, supernet_accuracy: float) 
     """Retrain `arch` as the config says (scratch or finetune; pruned when sparse)."""
     cfg, space, setup = ctx.cfg, ctx.space, ctx.sparse
     structural = space.structure(arch)
+    stop = functools.partial(phases.stop_point, ctx, state)
     if cfg.retrain.mode == "scratch":
         model, inherited = nas.supernet(ctx.retrain_space.fix(structural), seed=cfg.seed), None
     else:
@@ -84,7 +86,7 @@ def train_candidate(ctx, state: RunState, arch: dict, supernet_accuracy: float) 
         inherited = _nonzero_masks(model, setup)
     result = train(model, ctx.data, TrainConfig.from_config(cfg), progress=ctx.progress,
                    sparse=SparseTraining("static", masks=inherited) if inherited else None,
-                   parallel=ctx.parallel, stop=ctx.checkpoints.raise_if_stopped)
+                   parallel=ctx.parallel, stop=stop)
     out = Retrained(arch, supernet_accuracy, result.model, result.val_accuracy, result.test_accuracy,
                     result.val_accuracy, result.test_accuracy)
     if setup is None:
@@ -93,7 +95,7 @@ def train_candidate(ctx, state: RunState, arch: dict, supernet_accuracy: float) 
                    allocation=cfg.sparse.allocation, grid=cfg.sparse.grid, rate=cfg.sparse.prune_rate,
                    calibration=cfg.sparse.calibration, finetune=finetune_config(cfg),
                    final=finetune_config(cfg, cfg.sparse.final_epochs), masks=result.masks,
-                   progress=ctx.progress, seed=cfg.seed, stop=ctx.checkpoints.raise_if_stopped)
+                   progress=ctx.progress, seed=cfg.seed, stop=stop)
     return dataclasses.replace(out, model=pruned.model, val_accuracy=pruned.val_accuracy,
                                test_accuracy=pruned.test_accuracy, masks=pruned.masks,
                                rounds=pruned.rounds)

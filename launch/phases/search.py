@@ -19,6 +19,7 @@ from launch.checkpoints import RunState
 from launch.files import write_json_atomic
 from launch.phases import supernet
 from search import controllers, gradient
+from search.parallel import local_copy
 from search.population import PopulationEvaluator
 
 NAME = "search"
@@ -56,7 +57,8 @@ def _evaluator(ctx, state: RunState) -> PopulationEvaluator:
 
 
 def _argmax(ctx, state: RunState, evaluator) -> None:
-    alpha = state.arrays[supernet.NAME]["alpha"]
+    # This process's copy: the writer alone reads it below, which must launch no collective.
+    alpha = jax.tree.map(np.asarray, local_copy(state.arrays[supernet.NAME]["alpha"]))
     arch = gradient.discretise(ctx.space, alpha)
     if ctx.constraint is not None and not ctx.constraint(arch):
         ctx.say("warning: the argmax arch is outside the budget; it is kept, as argmax "

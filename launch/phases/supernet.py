@@ -187,7 +187,8 @@ def run(ctx, state: RunState) -> RunState:
     bar = tqdm(total=trainer.steps, initial=step, desc=f"supernet ({ctx.cfg.supernet.method})",
                unit="step", disable=not (ctx.progress and ctx.parallel.is_writer))
     key = jax.random.wrap_key_data(arrays["key"])
-    best = min((r["loss"] for r in ctx.log.phase(NAME)), default=None)
+    done = ctx.log.phase(NAME)
+    last = done[-1]["loss"] if done else None  # the latest epoch's loss: what "best" ranks by
     shard = ctx.parallel.shard
     while step < trainer.steps:
         key, sub = jax.random.split(key)
@@ -210,14 +211,14 @@ def run(ctx, state: RunState) -> RunState:
             record = _epoch_record(ctx, arrays, losses, alpha_losses)
             ctx.log.log(NAME, step // spe, **record)
             bar.set_postfix({k: round(v, 4) for k, v in record.items()})
-            best = record["loss"] if best is None else min(best, record["loss"])
+            last = record["loss"]
             losses, alpha_losses = [], []
 
         if step < trainer.steps:  # the last step's state is saved by `finish`
             phases.checkpoint(ctx, state, functools.partial(_sync, ctx, state, trainer, arrays, key,
                                                             step, losses, alpha_losses),
-                              metrics=None if best is None else {"supernet_loss": best})
+                              metrics=None if last is None else {"supernet_loss": last})
     _sync(ctx, state, trainer, arrays, key, step, losses, alpha_losses)
     bar.close()
     ctx.clock.stop(NAME)
-    return phases.finish(ctx, state, NAME, metrics=None if best is None else {"supernet_loss": best})
+    return phases.finish(ctx, state, NAME, metrics=None if last is None else {"supernet_loss": last})
