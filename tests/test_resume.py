@@ -149,7 +149,8 @@ def test_a_truncated_checkpoint_is_named_and_the_step_before_is_used(references,
     latest = _committed_steps(run)[-1]
     victim = max((p for p in (run / "checkpoints" / str(latest) / "arrays").rglob("*") if p.is_file()),
                  key=lambda p: p.stat().st_size)
-    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    half = victim.stat().st_size // 2
+    victim.write_bytes(victim.read_bytes()[:half])
     said = []
     ctx = setup(configs.load(run / "config.yaml"), run, progress=False, echo=said.append)
     try:
@@ -158,7 +159,8 @@ def test_a_truncated_checkpoint_is_named_and_the_step_before_is_used(references,
         ctx.checkpoints.close()
         ctx.log.close()
     assert any(f"checkpoint {run / 'checkpoints' / str(latest)} is unreadable (file {victim} holds "
-               f"{victim.stat().st_size:,} bytes" in line and "falling back to the previous step" in line
+               f"{half:,} bytes" in line and "falling back to the previous step" in line
                for line in said), said
     assert f"resumed from checkpoint {latest - 1}" in said[-1]
     assert state.done("retrain") and not state.done("export")  # the step before: the retrain's end
+    assert _committed_steps(run)[-1] == latest - 1  # the damaged step is gone
