@@ -23,7 +23,10 @@ from launch.phases import supernet
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "quick.yaml"
 
 
-def run(epochs: int = 4, spaces_and_options=(("cnn1d", {"norm": "batch"}), ("convnet", {}))) -> list[dict]:
+SPACES = (("cnn1d", {"norm": "batch"}), ("mlp", {"widths": [256, 512, 1024]}))
+
+
+def run(epochs: int = 4, spaces_and_options=SPACES) -> list[dict]:
     rows = []
     print(f"checkpoint cost in the supernet phase, one save per epoch, {epochs} epochs, "
           f"{jax.devices()[0].platform}")
@@ -31,9 +34,8 @@ def run(epochs: int = 4, spaces_and_options=(("cnn1d", {"norm": "batch"}), ("con
     for name, options in spaces_and_options:
         overrides = [f"space.name={name}", f"space.options={options}", f"supernet.epochs={epochs}",
                      "checkpoint.every_seconds=null"]
-        if name == "convnet":  # 32×32×3 images: the synthetic data set at that shape
-            overrides += ["data.name=synthetic", "data.options={input_shape: [32, 32, 3], n_train: 800}",
-                          "supernet.batch_size=32", "retrain.space_options={}"]
+        if name == "mlp":  # a wider state (about 3.5 M parameters) on the 8×8 digits
+            overrides += ["data.name=digits", "retrain.space_options={}"]
         cfg = configs.load(CONFIG, overrides)
         with tempfile.TemporaryDirectory() as tmp:
             ctx = context.setup(cfg, Path(tmp) / "run", progress=False, echo=lambda *_: None)
