@@ -87,7 +87,8 @@ def _evolve(ctx, state: RunState, ctrl, evaluator) -> None:
     else:
         # The sandwich's max and min nets are trained on every batch: the best-trained
         # sub-networks start the population.
-        anchors = [ctx.space.validate(a) for a in state.meta[supernet.NAME]["anchors"]]
+        sandwich = ctx.cfg.supernet.method == "sandwich"
+        anchors = [ctx.space.validate(a) for a in state.meta[supernet.NAME]["extremes"]] if sandwich else []
         anchors = [a for a in anchors if ctx.constraint is None or ctx.constraint(a)]
         if anchors:
             ctrl.tell(anchors, score(anchors))

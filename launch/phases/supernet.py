@@ -3,7 +3,7 @@
 Its slice of the run state: `arrays["supernet"]` (params, BatchNorm statistics,
 optimizer state with the sparse masks, arch logits and their optimizer for
 gradient methods, the PRNG key, the losses of the epoch in progress) and
-`meta["supernet"]` (global step, data cursors, the sandwich anchors). It
+`meta["supernet"]` (global step, data cursors, the max and min archs). It
 resumes at any step and ends where an uninterrupted run ends, bit for bit.
 Sampled rules train every weight on the whole train split; gradient methods
 halve it, weights learning on one half and α on the other.
@@ -66,9 +66,11 @@ def _updater(ctx, steps: int) -> sparse.Updater:
 
 
 class _Trainer:
-    """The compiled step of the configured rule and its optimizers."""
+    """The configured rule's optimizers and batches, and its compiled step (built when first
+    used: `init` needs only the optimizers)."""
 
     def __init__(self, ctx, meta: dict):
+        self.ctx, self.meta = ctx, meta
         sc = ctx.cfg.supernet
         self.batches, self.arch_batches = _batches(ctx)
         self.steps_per_epoch = self.batches.steps_per_epoch
@@ -78,29 +80,31 @@ class _Trainer:
                                                 weight_decay=sc.weight_decay)
             self.alpha_tx = gradient.alpha_optimizer(sc.arch_learning_rate,
                                                      weight_decay=sc.arch_weight_decay)
-            self.step_fn = gradient.make_step(ctx.graphdef, samplers.get(sc.method), self.tx, self.alpha_tx)
             return
         warmup = int(sc.warmup_epochs * self.steps_per_epoch)
         self.tx = engine.optimizer("adamw", sc.learning_rate, self.steps, warmup_steps=max(warmup, 1),
                                    weight_decay=sc.weight_decay)
         if ctx.sparse is not None:
             self.tx = sparse.wrap(self.tx, _updater(ctx, self.steps), ctx.sparse.names)
-        high, low = (ctx.space.validate(a) for a in meta["anchors"]) if meta["anchors"] \
-            else anchors(ctx)
+
+    @functools.cached_property
+    def step_fn(self):
+        ctx, sc = self.ctx, self.ctx.cfg.supernet
+        if ctx.gradient:
+            return gradient.make_step(ctx.graphdef, samplers.get(sc.method), self.tx, self.alpha_tx)
+        high, low = (ctx.space.validate(a) for a in self.meta["extremes"])
         pool = None
         if ctx.constraint is not None:
             sampler = controllers.get("random", ctx.space, seed=ctx.cfg.seed, constraint=ctx.constraint)
             pool = np.stack([ctx.space.index_vector(a) for a in sampler.ask(POOL_SIZE)])
-        self.step_fn = oneshot.make_step(
+        return oneshot.make_step(
             ctx.graphdef, ctx.space, self.tx, sc.method, sc.num_random, sc.distill, max_arch=high,
             min_arch=low, pool=pool, levels=ctx.sparse.levels if ctx.sparse else None)
 
 
 def init(ctx) -> tuple[dict, dict]:
     """(arrays, meta) of an untrained supernet."""
-    sc = ctx.cfg.supernet
-    high, low = anchors(ctx)
-    meta = {"step": 0, "anchors": [high, low] if sc.method == "sandwich" and not ctx.gradient else []}
+    meta = {"step": 0, "extremes": list(anchors(ctx))}
     trainer = _Trainer(ctx, meta)
     meta.update(batches=trainer.batches.state_dict(),
                 arch_batches=trainer.arch_batches.state_dict() if trainer.arch_batches else None)
