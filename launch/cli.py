@@ -14,6 +14,8 @@
                                      copy a run's export (or retrain a front member) into DIR
     nas eval DIR [--data NAME] [--data-path P] [--data-options JSON]
                                      an export's accuracy on the splits it was trained with
+    nas bench build SPACE --out TABLE.csv [--data D] [--archs N | --all] [--seeds S] [--epochs E]
+                                     train archs from scratch into a benchmark table (resumable)
 
 Flags are named like the config fields they set (`--space-options` is `space.options`,
 `--learning-rate` is `retrain.learning_rate`, …) and default to them. Bad input — a
@@ -161,7 +163,57 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-path", help="data.path: the file for --data npz (x_train, y_train, "
                     "x_test, y_test)")
     ev.add_argument("--data-options", type=_mapping, metavar="JSON", help="data.options")
+    _bench_parser(commands)
     return parser
+
+
+def _bench_parser(commands) -> None:
+    from launch.bench.build import Recipe
+    recipe = Recipe()
+    be = commands.add_parser("bench", help="offline yardsticks: build a table of trained archs, "
+                             "judge proxies, controllers and supernets against it",
+                             description="Benchmark tables: architectures of a space trained from "
+                             "scratch with one recipe (docs/bench.md).")
+    actions = be.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+    bu = actions.add_parser("build", help="train archs from scratch into TABLE.csv (resumable)",
+                            description="Train archs of SPACE from scratch, spread evenly over "
+                            "log(params), each with every seed, in parallel worker processes. "
+                            "Re-running with the same settings skips finished rows.")
+    bu.add_argument("space", help="space name (see `nas spaces`)")
+    bu.add_argument("--space-options", type=_mapping, default={}, metavar="JSON",
+                    help="space options, e.g. '{\"norm\": \"batch\"}'")
+    bu.add_argument("--data", default="mnist1d", help="data set (default: mnist1d)")
+    bu.add_argument("--data-options", type=_mapping, default={}, metavar="JSON", help="data options")
+    count = bu.add_mutually_exclusive_group()
+    count.add_argument("--archs", type=int, default=150, help="archs to train (default: 150)")
+    count.add_argument("--all", action="store_true", help="every distinct network of the space")
+    bu.add_argument("--seeds", type=int, default=2, help="training seeds per arch (default: 2)")
+    bu.add_argument("--epochs", type=int, default=recipe.epochs,
+                    help=f"epochs of the recipe (default: {recipe.epochs})")
+    bu.add_argument("--batch-size", type=int, default=recipe.batch_size,
+                    help=f"default: {recipe.batch_size}")
+    bu.add_argument("--learning-rate", "--lr", type=float, default=recipe.learning_rate,
+                    help=f"AdamW peak, cosine to 0 (default: {recipe.learning_rate})")
+    bu.add_argument("--workers", type=int, default=None,
+                    help="worker processes (default: one per core)")
+    bu.add_argument("--seed", type=int, default=0, help="arch selection seed (default: 0)")
+    bu.add_argument("--out", type=Path, required=True, metavar="TABLE.csv",
+                    help="the table (TABLE.json is written beside it)")
+    bu.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_bench(args) -> None:
+    if args.action == "build":
+        from launch.bench.build import Recipe, build
+        recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate)
+        table = build(configs.space(args.space, args.space_options), args.out, data=args.data,
+                      data_options=args.data_options, archs=None if args.all else args.archs,
+                      seeds=args.seeds, recipe=recipe, workers=args.workers, seed=args.seed,
+                      progress=not args.quiet)
+        print(f"{args.out}: {len(table)} archs, mean test accuracy "
+              f"{table.mean.min():.3f}–{table.mean.max():.3f}, "
+              f"{table.seconds.sum() / 60:.1f} min of training")
 
 
 def _pick(text: str) -> tuple[str, int | None]:
@@ -401,7 +453,7 @@ def cmd_eval(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     commands = {"spaces": cmd_spaces, "config": cmd_config, "train": cmd_train, "search": cmd_search,
-                "resume": cmd_resume, "export": cmd_export, "eval": cmd_eval}
+                "resume": cmd_resume, "export": cmd_export, "eval": cmd_eval, "bench": cmd_bench}
     try:
         args = _build_parser().parse_args(argv)
         commands[args.command](args)
