@@ -16,6 +16,9 @@
                                      an export's accuracy on the splits it was trained with
     nas bench build SPACE --out TABLE.csv [--data D] [--archs N | --all] [--seeds S] [--epochs E]
                                      train archs from scratch into a benchmark table (resumable)
+    nas bench proxies TABLE          Spearman ρ / Kendall τ of every zero-cost proxy (+ PNG)
+    nas bench controllers TABLE      regret of each controller against evaluations (+ PNG)
+    nas bench supernet RUN_DIR TABLE Kendall τ of a trained supernet's ranking
 
 Flags are named like the config fields they set (`--space-options` is `space.options`,
 `--learning-rate` is `retrain.learning_rate`, …) and default to them. Bad input — a
@@ -202,6 +205,49 @@ def _bench_parser(commands) -> None:
                     help="the table (TABLE.json is written beside it)")
     bu.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    pr = actions.add_parser("proxies", help="Spearman ρ and Kendall τ of every zero-cost proxy",
+                            description="Score every arch of TABLE with every zero-cost proxy at "
+                            "initialisation (per init seed), print Spearman ρ and Kendall τ against "
+                            "the table's mean accuracy (mean ± sd over init seeds), and plot score "
+                            "against accuracy per proxy.")
+    pr.add_argument("table", type=Path, help="a table of `nas bench build` (TABLE.csv)")
+    pr.add_argument("--proxies", nargs="+", default=None, metavar="NAME",
+                    help="proxies to judge (default: all)")
+    pr.add_argument("--seeds", type=int, default=3, help="init seeds (default: 3)")
+    pr.add_argument("--examples", type=int, default=128,
+                    help="training examples each arch is scored on (default: 128)")
+    pr.add_argument("--png", type=Path, default=None,
+                    help="the scatter plots (default: <table name>_proxies.png here)")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ct = actions.add_parser("controllers", help="regret of each search controller on a table",
+                            description="Run each controller over the table's networks many times "
+                            "and print its regret (the table's best mean accuracy minus the best "
+                            "found) against evaluations, mean ± sd over runs, with a plot.")
+    ct.add_argument("table", type=Path, help="a table of `nas bench build` (TABLE.csv)")
+    ct.add_argument("--controllers", nargs="+", default=None, metavar="NAME",
+                    help="controllers (default: random aging grea autoformer nsga2)")
+    ct.add_argument("--runs", type=int, default=20, help="runs per controller (default: 20)")
+    ct.add_argument("--evaluations", type=int, default=200, help="evaluations per run (default: 200)")
+    ct.add_argument("--png", type=Path, default=None,
+                    help="the regret curves (default: <table name>_controllers.png here)")
+    ct.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    su = actions.add_parser("supernet", help="how well a trained supernet ranks a table's archs",
+                            description="Score the table's archs with the run's trained supernet "
+                            "(its search's population evaluator) and print Kendall τ and Spearman ρ "
+                            "against the table, over all archs and within the run's budget, beside "
+                            "GradSign and a blend of both.")
+    su.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a search's run directory")
+    su.add_argument("table", type=Path, help="a table of `nas bench build` (TABLE.csv)")
+    su.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _positive(flag: str, value: int) -> int:
+    if value < 1:
+        raise UsageError(f"nas bench: {flag} must be ≥ 1, got {value}")
+    return value
+
 
 def cmd_bench(args) -> None:
     if args.action == "build":
@@ -214,6 +260,26 @@ def cmd_bench(args) -> None:
         print(f"{args.out}: {len(table)} archs, mean test accuracy "
               f"{table.mean.min():.3f}–{table.mean.max():.3f}, "
               f"{table.seconds.sum() / 60:.1f} min of training")
+        return
+    from launch import bench
+    if args.action == "proxies":
+        from launch.bench import proxies
+        table = bench.load(args.table)
+        names = args.proxies or None
+        if names:
+            from search import proxies as registry
+            for name in names:
+                registry.get(name)
+        proxies.run(table, names, _positive("--seeds", args.seeds), _positive("--examples", args.examples),
+                    args.png or Path(f"{args.table.stem}_proxies.png"), progress=not args.quiet)
+    elif args.action == "controllers":
+        from launch.bench import controllers
+        controllers.run(bench.load(args.table), args.controllers, _positive("--runs", args.runs),
+                        _positive("--evaluations", args.evaluations),
+                        args.png or Path(f"{args.table.stem}_controllers.png"), progress=not args.quiet)
+    elif args.action == "supernet":
+        from launch.bench import supernet
+        supernet.run(args.run_dir, bench.load(args.table), progress=not args.quiet)
 
 
 def _pick(text: str) -> tuple[str, int | None]:

@@ -29,7 +29,7 @@ import yaml
 import spaces
 import sparse
 from launch import data as datasets
-from search import controllers, oneshot, samplers
+from search import controllers, oneshot, proxies, samplers
 from spaces.core import Space, closest
 
 SAMPLED = oneshot.RULES  # sampled one-shot training rules; every registered sampler is a gradient method
@@ -38,6 +38,16 @@ SAMPLED = oneshot.RULES  # sampled one-shot training rules; every registered sam
 def is_gradient(method: str) -> bool:
     """Whether `supernet.method` is a gradient (TangleNAS) method: a registered sampler."""
     return method in samplers.names()
+
+
+def uses_proxy(cfg: "Config") -> bool:
+    """Whether a zero-cost proxy scores the archs (zero-training search: no supernet)."""
+    return cfg.search.evaluator != "supernet"
+
+
+def score_label(cfg: "Config") -> str:
+    """What the search's score of an arch is, in words."""
+    return f"{cfg.search.evaluator} score at init" if uses_proxy(cfg) else "supernet val accuracy"
 
 
 # `supernet.learning_rate` / `supernet.weight_decay` left null take their method's value:
@@ -86,8 +96,11 @@ class SupernetConfig:
 
 @dataclasses.dataclass
 class SearchConfig:
-    controller: str = "auto"            # auto | argmax | random | aging | autoformer | nsga2
-    evaluations: int = 1000             # archs evaluated with inherited weights
+    controller: str = "auto"            # auto | argmax | random | aging | grea | autoformer | nsga2
+    evaluator: str = "supernet"         # what scores an arch: supernet (validation accuracy with
+    #                                     inherited weights), or a zero-cost proxy (`search.proxies`,
+    #                                     e.g. gradsign): zero-training search, no supernet phase
+    evaluations: int = 1000             # archs evaluated
     generation: int = 10                # archs asked (and evaluated in one vmapped pass) at once;
     #                                     aging: each ask retires that many oldest members, so keep it
     #                                     well below population (≥ population replaces them all:
@@ -97,6 +110,10 @@ class SearchConfig:
     sample: int = 10                    # aging: tournament size
     parents: int = 10                   # autoformer: parents kept
     mutation_prob: float = 0.2          # autoformer / nsga2: per-decision mutation probability
+    mutants: int = 10                   # grea: mutants of each parent ranked by search.proxy; only
+    #                                     the best-scored one is evaluated
+    proxy: str = "gradsign"             # the zero-cost proxy of grea
+    proxy_examples: int = 128           # training examples a proxy scores each arch on
     max_params: int | None = None       # budget: only archs with at most this many parameters
     min_params: int | None = None       # window: at least this many parameters
     max_flops: int | None = None        # budget on multiply-accumulates per example
@@ -174,6 +191,8 @@ def choices() -> dict[str, tuple]:
         "data.name": tuple(datasets.names()),
         "supernet.method": tuple(SAMPLED) + tuple(samplers.names()),
         "search.controller": ("auto", "argmax", *controllers.names()),
+        "search.evaluator": ("supernet", *proxies.names()),
+        "search.proxy": tuple(proxies.names()),
         "retrain.mode": ("scratch", "finetune"),
         "sparse.per": ("model", "layer"),
         "sparse.method": tuple(sparse.updaters.names()),
@@ -185,7 +204,8 @@ def choices() -> dict[str, tuple]:
 _OBJECTIVES = ("accuracy", "params", "flops", "nonzero")
 _POSITIVE = {"supernet.epochs", "supernet.batch_size", "search.evaluations", "search.generation",
              "search.population", "search.sample", "search.parents", "search.calibration",
-             "search.candidates", "retrain.epochs", "retrain.batch_size", "search.max_params",
+             "search.candidates", "search.mutants", "search.proxy_examples",
+             "retrain.epochs", "retrain.batch_size", "search.max_params",
              "search.max_flops", "search.min_params", "search.max_nonzero", "sparse.update_every",
              "sparse.grid", "sparse.calibration", "checkpoint.every_steps", "checkpoint.keep"}
 
@@ -260,7 +280,7 @@ def controller(cfg: Config) -> tuple[str, dict]:
     methods, aging otherwise), and the `search` fields the controller takes."""
     name = cfg.search.controller
     if name == "auto":
-        name = "argmax" if is_gradient(cfg.supernet.method) else "aging"
+        name = "argmax" if is_gradient(cfg.supernet.method) and not uses_proxy(cfg) else "aging"
     if name == "argmax":
         return name, {}
     fields = dataclasses.asdict(cfg.search)
@@ -299,6 +319,8 @@ def _check(cfg: Config) -> None:
         raise ValueError(f"config search.mutation_prob = {cfg.search.mutation_prob!r}: "
                          "must be in [0, 1]")
     gradient = is_gradient(cfg.supernet.method)
+    if uses_proxy(cfg):
+        _check_proxy_search(cfg)
     if cfg.search.controller == "argmax" and not gradient:
         raise ValueError(f"config search.controller = 'argmax' needs a gradient supernet.method "
                          f"({samplers.names()}), not {cfg.supernet.method!r}")
@@ -323,6 +345,22 @@ def _check(cfg: Config) -> None:
     if cfg.search.min_params and cfg.search.max_params and cfg.search.min_params > cfg.search.max_params:
         raise ValueError(f"config search.min_params = {cfg.search.min_params} exceeds "
                          f"search.max_params = {cfg.search.max_params}")
+
+
+def _check_proxy_search(cfg: Config) -> None:
+    """A zero-training search trains no supernet: nothing may need one."""
+    evaluator = cfg.search.evaluator
+    if cfg.search.controller == "argmax":
+        raise ValueError(f"config search.controller = 'argmax' discretises a gradient supernet; "
+                         f"search.evaluator = {evaluator!r} trains none: use a controller "
+                         f"({controllers.names()})")
+    if cfg.retrain.mode == "finetune":
+        raise ValueError(f"config retrain.mode = 'finetune' inherits supernet weights; "
+                         f"search.evaluator = {evaluator!r} trains no supernet: use 'scratch'")
+    if sparse_levels(cfg):
+        raise ValueError(f"config sparse.sparsity/sparse.levels: sparse searches charge the "
+                         f"nonzeros of a trained supernet; search.evaluator = {evaluator!r} "
+                         "trains none")
 
 
 def sparse_levels(cfg: Config) -> list[float]:

@@ -21,7 +21,8 @@ def _save(fig, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def trajectory(path: Path, supernet: list[dict], search: list[dict], title: str = "") -> None:
+def trajectory(path: Path, supernet: list[dict], search: list[dict], title: str = "",
+               score: str = "val accuracy (inherited weights)") -> None:
     """Left: supernet training loss per epoch (and α entropy for gradient methods).
     Right: best validation accuracy found against the number of archs evaluated."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
@@ -43,7 +44,7 @@ def trajectory(path: Path, supernet: list[dict], search: list[dict], title: str 
             right.plot([r["evaluations"] for r in search], [r["generation_mean"] for r in search],
                        ".", alpha=0.6, label="generation mean")
         right.legend(loc="lower right")
-    right.set(xlabel="archs evaluated", ylabel="val accuracy (inherited weights)",
+    right.set(xlabel="archs evaluated", ylabel=score,
               title="search")
     if title:
         fig.suptitle(title)
@@ -51,7 +52,8 @@ def trajectory(path: Path, supernet: list[dict], search: list[dict], title: str 
 
 
 def pareto(path: Path, points: list[tuple[float, float]], chosen: tuple[float, float] | None = None,
-           budget: float | None = None, xlabel: str = "parameters") -> None:
+           budget: float | None = None, xlabel: str = "parameters",
+           score: str = "val accuracy (inherited weights)") -> None:
     """Every evaluated arch as (size, accuracy); the non-dominated front (smaller,
     more accurate) as a line; the chosen arch starred. `xlabel` names the size."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -66,7 +68,6 @@ def pareto(path: Path, points: list[tuple[float, float]], chosen: tuple[float, f
                    zorder=5, label="chosen")
     if budget is not None:
         ax.axvline(budget, color="gray", ls=":", label="budget")
-    ax.set(xscale="log", xlabel=xlabel, ylabel="val accuracy (inherited weights)",
-           title=f"accuracy vs {xlabel}")
+    ax.set(xscale="log", xlabel=xlabel, ylabel=score, title=f"{score} vs {xlabel}")
     ax.legend(loc="lower right")
     _save(fig, path)

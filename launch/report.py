@@ -72,8 +72,8 @@ def report(summary: Summary, space, cfg: configs.Config, alpha=None) -> str:
         *(collapse_lines(space, summary.arch, alpha) if alpha is not None else []),
         f"search cost: supernet {c['supernet_seconds']:.0f} s ({cfg.supernet.epochs} epochs, "
         f"{c['supernet_steps']:,} steps, {cfg.supernet.method}), search "
-        f"{c['search_seconds']:.0f} s ({c['search_evaluations']:,} archs evaluated with inherited "
-        f"weights), retrain {c['retrain_seconds']:.0f} s ({c['retrained_candidates']} "
+        f"{c['search_seconds']:.0f} s ({c['search_evaluations']:,} archs evaluated: "
+        f"{configs.score_label(cfg)}), retrain {c['retrain_seconds']:.0f} s ({c['retrained_candidates']} "
         f"candidates); total {c['total_seconds']:.0f} s",
         f"wrote {summary.run_dir / 'best'} (arch.json + Orbax weights), trajectory.png, pareto.png",
     ]

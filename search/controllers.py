@@ -291,6 +291,46 @@ class AgingEvolution(Controller):
             (self.space.validate(a), tuple(r)) for a, r in state["population"])
 
 
+@register("grea")
+class ProxyAssistedAging(AgingEvolution):
+    """GradSign-assisted regularized evolution (G-REA, Zhang & Jia 2022): aging
+    evolution whose every cycle draws `mutants` one-decision mutations of the
+    tournament's parent, ranks them with a cheap `scorer(archs) -> scores` (a
+    zero-cost proxy, higher is better) and proposes only the best-scored one, so the
+    expensive evaluation is spent on it alone. Mutants outside the constraint or
+    already told are skipped while others remain. Scores are cached per network.
+    """
+
+    def __init__(self, space: Space, seed: int = 0, mutants: int = 10,
+                 scorer: Callable[[list[Arch]], Sequence[float]] | None = None, **kw):
+        super().__init__(space, seed, **kw)
+        self.mutants = _positive_int(self.name, "mutants", mutants)
+        self.scorer = scorer
+        self._scores: dict[tuple, float] = {}
+
+    def _propose(self, rng, slot):
+        if len(self.population) + slot < self.population_size or not self.population:
+            return self.space.sample(rng)
+        if self.scorer is None:
+            raise ValueError("grea: no scorer; pass scorer=, a function of a list of archs "
+                             "returning one proxy score each (e.g. search.proxies)")
+        picks = rng.choice(len(self.population), min(self.sample_size, len(self.population)),
+                           replace=False)
+        parent = max((self.population[i] for i in picks), key=lambda item: item[1])[0]
+        mutants = {}
+        for _ in range(self.mutants):
+            child = self.space.canonical(self.space.mutate(parent, rng))
+            mutants.setdefault(_key(child), child)
+        fresh = [a for k, a in mutants.items() if k not in self._seen
+                 and (self.constraint is None or self.constraint(a))]
+        pool = fresh or list(mutants.values())
+        unscored = [a for a in pool if _key(a) not in self._scores]
+        if unscored:
+            for arch, value in zip(unscored, self.scorer(unscored)):
+                self._scores[_key(arch)] = float(value)
+        return max(pool, key=lambda a: self._scores[_key(a)])
+
+
 @register("autoformer")
 class AutoFormerEvolution(Controller):
     """The AutoFormer / SPOS genetic algorithm.

@@ -19,6 +19,7 @@ import nas
 import spaces
 import sparse
 from launch import __version__ as VERSION
+from launch import config as configs
 from launch import costs, export, phases, plots, report
 from launch.checkpoints import RunState
 from launch.files import write_json_atomic, write_text_atomic
@@ -114,13 +115,14 @@ def _info(ctx, state: RunState, chosen: retrain.Retrained) -> dict:
 def _plots(ctx, state: RunState, chosen: retrain.Retrained, controller_name: str) -> None:
     cfg, space, setup = ctx.cfg, ctx.space, ctx.sparse
     plots.trajectory(ctx.run_dir / "trajectory.png", ctx.log.phase(supernet.NAME), ctx.log.phase(search.NAME),
-                     title=f"{space.name} · {cfg.supernet.method} · {controller_name}")
+                     title=f"{space.name} · {cfg.supernet.method} · {controller_name}",
+                     score=configs.score_label(cfg))
     size_name = "nonzero" if setup else "params"
     plots.pareto(ctx.run_dir / "pareto.png",
                  [(costs.cost(space, a, size_name, setup), acc) for a, acc in search.evaluated(ctx, state)],
                  (costs.cost(space, chosen.arch, size_name, setup), chosen.supernet_accuracy),
                  budget=cfg.search.max_nonzero if setup else cfg.search.max_params,
-                 xlabel="nonzero parameters" if setup else "parameters")
+                 xlabel="nonzero parameters" if setup else "parameters", score=configs.score_label(cfg))
 
 
 def summary(ctx, info: dict, chosen_record: dict) -> report.Summary:

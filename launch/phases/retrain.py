@@ -20,6 +20,7 @@ from flax import nnx
 
 import nas
 from launch import __version__ as VERSION
+from launch import config as configs
 from launch import export, phases
 from launch.checkpoints import RunState
 from launch.phases import search, supernet
@@ -149,7 +150,7 @@ def run(ctx, state: RunState) -> RunState:
         size = (f"{ctx.sparse.nonzero(ctx.space, arch):,} nonzero of {ctx.space.params(arch):,} params"
                 if ctx.sparse else f"{ctx.space.params(arch):,} params")
         ctx.say(f"retrain {i + 1}/{len(candidates)} ({ctx.cfg.retrain.mode}): {json.dumps(arch)} — "
-                f"{size}, supernet val accuracy {supernet_accuracy:.4f}")
+                f"{size}, {configs.score_label(ctx.cfg)} {supernet_accuracy:.4g}")
         seconds = ctx.clock.read(NAME)
         outcome = train_candidate(ctx, state, arch, supernet_accuracy)
         if ctx.parallel.is_writer:

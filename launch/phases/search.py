@@ -18,7 +18,7 @@ from launch import costs, devices, phases
 from launch.checkpoints import RunState
 from launch.files import write_json_atomic
 from launch.phases import supernet
-from search import controllers, gradient
+from search import controllers, gradient, proxies
 from search.parallel import local_copy
 from search.population import PopulationEvaluator
 
@@ -30,7 +30,25 @@ def controller(ctx):
     name, options = configs.controller(ctx.cfg)
     if name == "argmax":
         return None
+    if name == "grea":
+        options["scorer"] = ProxyEvaluator(ctx.cfg.search.proxy, ctx).evaluate
     return controllers.get(name, ctx.space, seed=ctx.cfg.seed, constraint=ctx.constraint, **options)
+
+
+class ProxyEvaluator:
+    """Zero-cost proxy `name` of archs at their initialisation (`search.proxies`), on the
+    first `search.proxy_examples` examples of a fixed shuffle of the training split."""
+
+    def __init__(self, name: str, ctx):
+        cfg, data = ctx.cfg, ctx.data
+        order = np.random.default_rng(cfg.seed).permutation(len(data.x_train))[:cfg.search.proxy_examples]
+        self.name, self.space, self.seed = name, ctx.space, cfg.seed
+        self.x, self.y = data.x_train[order], data.y_train[order]
+        self.chunk = devices.population_chunk(cfg.search.generation)
+
+    def evaluate(self, archs) -> list[float]:
+        return proxies.score_population(self.name, self.space, archs, self.x, self.y, seed=self.seed,
+                                        chunk=self.chunk).tolist()
 
 
 def measure(ctx, state: RunState) -> None:
@@ -45,8 +63,12 @@ def evaluated(ctx, state: RunState) -> list[tuple[dict, float]]:
     return [(a, s) for a, s in state.meta[NAME]["evaluated"]]
 
 
-def _evaluator(ctx, state: RunState) -> PopulationEvaluator:
+def make_evaluator(ctx, state: RunState) -> PopulationEvaluator | ProxyEvaluator:
+    """What scores the archs: the trained supernet's inherited weights on the validation
+    split (each arch's BatchNorm recalibrated on training examples), or the configured proxy."""
     cfg, data = ctx.cfg, ctx.data
+    if configs.uses_proxy(cfg):
+        return ProxyEvaluator(cfg.search.evaluator, ctx)
     calib = data.x_train[np.random.default_rng(cfg.seed).permutation(len(data.x_train))
                          [:cfg.search.calibration]]
     arrays = state.arrays[supernet.NAME]
@@ -87,7 +109,7 @@ def _evolve(ctx, state: RunState, ctrl, evaluator) -> None:
     else:
         # The sandwich's max and min nets are trained on every batch: the best-trained
         # sub-networks start the population.
-        sandwich = ctx.cfg.supernet.method == "sandwich"
+        sandwich = ctx.cfg.supernet.method == "sandwich" and not configs.uses_proxy(ctx.cfg)
         anchors = [ctx.space.validate(a) for a in state.meta[supernet.NAME]["extremes"]] if sandwich else []
         anchors = [a for a in anchors if ctx.constraint is None or ctx.constraint(a)]
         if anchors:
@@ -124,7 +146,7 @@ def run(ctx, state: RunState) -> RunState:
         return state
     state.meta.setdefault(NAME, {"controller": None, "evaluated": []})
     ctx.clock.start(NAME)
-    evaluator = _evaluator(ctx, state)
+    evaluator = make_evaluator(ctx, state)
     ctrl = controller(ctx)
     if ctrl is None:
         _argmax(ctx, state, evaluator)

@@ -174,6 +174,10 @@ def _sync(ctx, state, trainer, arrays, key, step, losses, alpha_losses) -> None:
 def run(ctx, state: RunState) -> RunState:
     if state.done(NAME):
         return state
+    if configs.uses_proxy(ctx.cfg):
+        ctx.say(f"no supernet training: search.evaluator = {ctx.cfg.search.evaluator} scores each "
+                "arch at its initialisation")
+        return phases.finish(ctx, state, NAME)
     meta, arrays = state.meta[NAME], dict(state.arrays[NAME])
     trainer = _Trainer(ctx, meta)
     trainer.batches.load_state_dict(meta["batches"])
