@@ -240,6 +240,8 @@ def _bench_parser(commands) -> None:
                             "GradSign and a blend of both.")
     su.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a search's run directory")
     su.add_argument("table", type=Path, help="a table of `nas bench build` (TABLE.csv)")
+    su.add_argument("--top", type=int, default=None, metavar="K",
+                    help="candidates a retrain takes (default: the run's search.candidates)")
     su.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -279,7 +281,8 @@ def cmd_bench(args) -> None:
                         args.png or Path(f"{args.table.stem}_controllers.png"), progress=not args.quiet)
     elif args.action == "supernet":
         from launch.bench import supernet
-        supernet.run(args.run_dir, bench.load(args.table), progress=not args.quiet)
+        top = None if args.top is None else _positive("--top", args.top)
+        supernet.run(args.run_dir, bench.load(args.table), top, progress=not args.quiet)
 
 
 def _pick(text: str) -> tuple[str, int | None]:

@@ -170,6 +170,27 @@ def test_study_picks_and_correlations_against_brute_force():
     assert result[("all", "supernet")]["topk"] == 0.7          # top 2: archs 4 and 5
     assert result[("all", "gradsign")]["top1"] == 0.9
     assert result[("budget", "supernet")]["archs"] == 5
+    assert ("budget", "blend") not in bench_supernet.study(table, supernet, gradsign, within | True, k=2)
     assert result[("all", "supernet")]["tau"] == pytest.approx(stats.kendalltau(supernet, truth).statistic)
     blend = (stats.rankdata(supernet) + stats.rankdata(gradsign)) / 2
     assert result[("all", "blend")]["tau"] == pytest.approx(stats.kendalltau(blend, truth).statistic)
+
+
+def test_supernet_scores_are_the_runs_own_search_scores(tmp_path):
+    import yaml
+    body = {"seed": 0, "space": {"name": "cnn1d", "options": {"norm": "batch"}},
+            "data": {"name": "mnist1d", "val_fraction": 0.2},
+            "supernet": {"method": "sandwich", "epochs": 1},
+            "search": {"controller": "random", "evaluations": 6, "generation": 3, "candidates": 1,
+                       "max_params": 20000},
+            "retrain": {"epochs": 1, "space_options": {"norm": "none"}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(body))
+    run = tmp_path / "run"
+    assert cli.main(["search", str(tmp_path / "c.yaml"), "--out", str(run), "--quiet"]) == 0
+    history = json.loads((run / "search_state.json").read_text())["history"]
+    space = spaces.get("cnn1d").bind((40, 1), 10)
+    archs = [a for a, _ in history[:4]] + [space.extremes(space.params)[1]]
+    table = _table(space, archs, np.arange(5.0)[:, None])
+    accuracy, within, k = bench_supernet.supernet_scores(run, table, progress=False)
+    np.testing.assert_allclose(accuracy[:4], [s[0] for _, s in history[:4]], atol=1e-9)
+    assert within.tolist() == [True] * 4 + [False] and k == 1

@@ -58,7 +58,7 @@ def study(table: Table, supernet: np.ndarray, gradsign: np.ndarray, within: np.n
     rankings = {"supernet": supernet, "gradsign": gradsign}
     out = {}
     for subset, mask in (("all", np.ones(len(table), bool)), ("budget", within)):
-        if mask.sum() < 3:
+        if mask.sum() < 3 or (subset == "budget" and mask.all()):
             continue
         truth = table.mean[mask]
         blend = (_ranks(supernet[mask]) + _ranks(gradsign[mask])) / 2
@@ -84,8 +84,10 @@ def report(result: dict, k: int) -> str:
     return "\n".join(lines)
 
 
-def run(run_dir: Path, table: Table, progress: bool = True) -> dict:
+def run(run_dir: Path, table: Table, top: int | None = None, progress: bool = True) -> dict:
+    """`top`: how many candidates a retrain would take (default: the run's search.candidates)."""
     supernet, within, k = supernet_scores(run_dir, table, progress)
+    k = top or k
     gradsign = bench_proxies.scores(table, ["gradsign"], (0,), progress=progress)["gradsign"][0]
     result = study(table, supernet, gradsign, within, k)
     print(f"supernet of {run_dir} against {len(table)} archs of the table "
