@@ -1,15 +1,25 @@
 """Run every benchmark: `python -m benchmarks [--quick] [--only NAME ...]`."""
 import argparse
 
-from benchmarks import checkpoints, scale, search_steps, sparse_accuracy, sparse_costs, supernet_overhead
+from benchmarks import (
+    checkpoints,
+    proxies,
+    scale,
+    search_steps,
+    sparse_accuracy,
+    sparse_costs,
+    supernet_overhead,
+)
 
-BENCHMARKS = ("supernet_overhead", "search_steps", "scale", "checkpoints", "sparse_costs", "sparse_accuracy")
+BENCHMARKS = ("supernet_overhead", "search_steps", "scale", "checkpoints", "sparse_costs", "sparse_accuracy",
+              "proxies")
 
 
 def main():
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true",
-                        help="fewer repetitions; sparse accuracy with 1 seed and short training")
+                        help="fewer repetitions; sparse accuracy with 1 seed and short training; "
+                        "proxies on 4 archs × 32 examples")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=BENCHMARKS,
                         help="run only these benchmarks")
     args = parser.parse_args()
@@ -29,6 +39,11 @@ def main():
             sparse_accuracy.run(seeds=1, epochs={"mnist1d-mlp": 50, "digits-mlp": 50, "mnist1d-cnn1d": 20})
         else:
             sparse_accuracy.run()
+    if "proxies" in args.only:
+        if args.quick:
+            proxies.run(repeats=1, n_archs=4, chunks=(1, 4), examples=32)
+        else:
+            proxies.run(repeats=3)
 
 
 if __name__ == "__main__":
