@@ -277,3 +277,16 @@ def test_bad_input_errors_name_the_field_and_value():
         proxies.score("gradsign", space, {**arch, "kernel_0": 4}, x, y)
     assert "gradsign" in proxies.names()
     assert proxies.get("gradsign").summary.startswith("Σ_k |Σ_i sign(g_ik)|")
+
+
+def test_examples_that_do_not_fit_the_model_are_refused_by_name():
+    space = _space("cnn1d")
+    x, y = _data((40, 1))
+    arch = space.sample(0)
+    with pytest.raises(ValueError, match=r"labels y range over \[0, 12\]; space 'cnn1d' has 10 classes"):
+        proxies.score("gradsign", space, arch, x, np.arange(16) % 13)
+    model = nas.supernet(space, seed=0)
+    with pytest.raises(ValueError, match=r"examples of shape \(20, 1\); space 'cnn1d' takes \(40, 1\)"):
+        proxies.score("gradsign", space, arch, x[:, :20], y, model=model)
+    with pytest.raises(ValueError, match="model= is a supernet over space 'cnn1d'"):
+        proxies.score("gradsign", spaces.get("mlp"), {}, x, y, model=model)

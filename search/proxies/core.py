@@ -152,7 +152,16 @@ def score_population(name: str, space: Space, archs: Sequence[Arch], x, y, seed:
         classes = space.num_classes or int(y.max()) + 1
         space = space.bind(x.shape[1:], classes)
     else:
+        if space.choices != model.space.choices:
+            raise ValueError(f"proxy {name}: model= is a supernet over space {model.space.name!r} "
+                             f"with choices {model.space.choices}, not over {space.name!r}")
         space = model.space
+    if space.input_shape is not None and tuple(x.shape[1:]) != tuple(space.input_shape):
+        raise ValueError(f"proxy {name}: x has examples of shape {tuple(x.shape[1:])}; space "
+                         f"{space.name!r} takes {tuple(space.input_shape)}")
+    if space.num_classes is not None and (y.min() < 0 or y.max() >= space.num_classes):
+        raise ValueError(f"proxy {name}: labels y range over [{y.min()}, {y.max()}]; space "
+                         f"{space.name!r} has {space.num_classes} classes")
     archs = [space.validate(a) for a in archs]
     if not proxy.traced:
         return np.array([float(proxy.fn(space, a)) for a in archs], np.float64)
