@@ -216,6 +216,10 @@ def _bench_parser(commands) -> None:
     pr.add_argument("--seeds", type=int, default=3, help="init seeds (default: 3)")
     pr.add_argument("--examples", type=int, default=128,
                     help="training examples each arch is scored on (default: 128)")
+    pr.add_argument("--min-params", type=int, default=None, help="judge only archs with at least "
+                    "this many parameters")
+    pr.add_argument("--max-params", type=int, default=None, help="judge only archs with at most "
+                    "this many parameters (within a narrow size band, size alone ranks less)")
     pr.add_argument("--png", type=Path, default=None,
                     help="the scatter plots (default: <table name>_proxies.png here)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -266,7 +270,10 @@ def cmd_bench(args) -> None:
     from launch import bench
     if args.action == "proxies":
         from launch.bench import proxies
-        table = bench.load(args.table)
+        table = bench.load(args.table).within(args.min_params, args.max_params)
+        if len(table) < 3:
+            raise UsageError(f"nas bench proxies: {len(table)} archs of {args.table} lie within "
+                             "--min-params/--max-params; at least 3 are needed")
         names = args.proxies or None
         if names:
             from search import proxies as registry

@@ -194,3 +194,13 @@ def test_supernet_scores_are_the_runs_own_search_scores(tmp_path):
     accuracy, within, k = bench_supernet.supernet_scores(run, table, progress=False)
     np.testing.assert_allclose(accuracy[:4], [s[0] for _, s in history[:4]], atol=1e-9)
     assert within.tolist() == [True] * 4 + [False] and k == 1
+
+
+def test_within_keeps_the_rows_in_the_params_window():
+    space = _mlp()
+    archs = select(space, 8)
+    table = _table(space, archs, np.arange(16.0).reshape(8, 2))
+    low, high = int(table.params[2]), int(table.params[5])
+    part = table.within(low, high)
+    assert part.archs == archs[2:6] and part.accuracy.tolist() == table.accuracy[2:6].tolist()
+    assert len(table.within(max_params=int(table.params[0]))) == 1

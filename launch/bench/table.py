@@ -47,6 +47,18 @@ class Table:
     def mean(self) -> np.ndarray:
         return self.accuracy.mean(axis=1)
 
+    def within(self, min_params: int | None = None, max_params: int | None = None) -> "Table":
+        """The rows whose parameter count lies in [min_params, max_params]."""
+        keep = np.ones(len(self), bool)
+        if min_params is not None:
+            keep &= self.params >= min_params
+        if max_params is not None:
+            keep &= self.params <= max_params
+        rows = np.flatnonzero(keep)
+        return dataclasses.replace(self, archs=[self.archs[i] for i in rows], params=self.params[rows],
+                                   flops=self.flops[rows], accuracy=self.accuracy[rows],
+                                   seconds=self.seconds[rows])
+
     def index(self) -> dict[tuple, int]:
         """Row of each network, keyed by its canonical form."""
         return {tuple(self.space.canonical(a).items()): i for i, a in enumerate(self.archs)}
