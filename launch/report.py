@@ -70,8 +70,9 @@ def report(summary: Summary, space, cfg: configs.Config, alpha=None) -> str:
            f"{cfg.sparse.allocation}, {summary.prune_rounds} rounds); the dense pick before pruning "
            f"tested {summary.dense_test_accuracy:.4f}"] if summary.nonzero_params is not None else []),
         *(collapse_lines(space, summary.arch, alpha) if alpha is not None else []),
-        f"search cost: supernet {c['supernet_seconds']:.0f} s ({cfg.supernet.epochs} epochs, "
-        f"{c['supernet_steps']:,} steps, {cfg.supernet.method}), search "
+        ("search cost: no supernet, search " if configs.uses_proxy(cfg) else
+         f"search cost: supernet {c['supernet_seconds']:.0f} s ({cfg.supernet.epochs} epochs, "
+         f"{c['supernet_steps']:,} steps, {cfg.supernet.method}), search ") +
         f"{c['search_seconds']:.0f} s ({c['search_evaluations']:,} archs evaluated: "
         f"{configs.score_label(cfg)}), retrain {c['retrain_seconds']:.0f} s ({c['retrained_candidates']} "
         f"candidates); total {c['total_seconds']:.0f} s",

@@ -107,3 +107,13 @@ def test_grea_search_with_a_supernet_runs_end_to_end(tmp_path):
     assert state["name"] == "grea" and len(state["history"]) == 12
     info = json.loads((run / "best" / "arch.json").read_text())
     assert info["metrics"]["test_accuracy"] > 0.1
+
+
+def test_a_proxy_score_that_is_not_a_number_ranks_worst(monkeypatch):
+    from launch.phases import search as search_phase
+    evaluator = object.__new__(search_phase.ProxyEvaluator)
+    evaluator.name, evaluator.space, evaluator.seed, evaluator.chunk = "naswot", None, 0, 1
+    evaluator.x = evaluator.y = None
+    monkeypatch.setattr(proxies, "score_population",
+                        lambda *a, **k: np.array([1.0, np.nan, -np.inf, np.inf]))
+    assert evaluator.evaluate([{}] * 4) == [1.0, -1e30, -1e30, 1e30]

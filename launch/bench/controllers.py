@@ -39,9 +39,13 @@ class TableSpace(Space):
 
     def __init__(self, table: Table):
         super().__init__(table.space.choices, name=f"{table.space.name}-table")
+        self.source = table.space
         self.rows = [self.validate(a) for a in table.archs]
         self._index = np.stack([self.index_vector(a) for a in self.rows]).astype(np.int64)
         self._row = {tuple(a.items()): i for i, a in enumerate(self.rows)}
+
+    def _canonical(self, arch):
+        return self.source._canonical(arch)
 
     def row(self, arch) -> int:
         return self._row[tuple(self.validate(arch).items())]
@@ -102,7 +106,7 @@ def report(curves: dict, at=(50, 200)) -> str:
              f"{len(next(iter(curves.values())))} runs",
              f"{'controller':<11}" + "".join(f"{f'{e} evals':>20}" for e in at)]
     for name, c in curves.items():
-        cells = "".join(f"{c[:, e - 1].mean():>12.4f} ± {c[:, e - 1].std(ddof=1):.4f}"
+        cells = "".join(f"{c[:, e - 1].mean():>12.4f} ± {c[:, e - 1].std(ddof=min(1, len(c) - 1)):.4f}"
                         if e <= c.shape[1] else f"{'—':>20}" for e in at)
         lines.append(f"{name:<11}{cells}")
     return "\n".join(lines)

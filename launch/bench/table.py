@@ -73,8 +73,9 @@ class Table:
 
     def save(self, path: str | Path) -> None:
         """Write TABLE.csv and TABLE.json atomically."""
-        write_text_atomic(path, to_csv(self))
+        # TABLE.json first: a CSV without it could not be read back (or resumed).
         write_json_atomic(info_path(path), self.info)
+        write_text_atomic(path, to_csv(self))
 
 
 def columns(seeds) -> list[str]:

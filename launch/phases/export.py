@@ -161,7 +161,8 @@ def run(ctx, state: RunState) -> RunState:
         chosen = retrain.load_candidate(ctx, index)
         info = write(ctx, state, chosen, ctx.run_dir / "best")
         _plots(ctx, state, chosen, info["search"]["controller"])
-        alpha = state.arrays[supernet.NAME].get("alpha")
+        # A proxy search trains no α: its collapse lines would describe the initial logits.
+        alpha = None if configs.uses_proxy(ctx.cfg) else state.arrays[supernet.NAME].get("alpha")
         text = report.report(summary(ctx, info, retrain.results(state)[index]), ctx.space, ctx.cfg,
                              None if alpha is None else jax.tree.map(np.asarray, local_copy(alpha)))
         write_text_atomic(ctx.run_dir / "report.txt", text)

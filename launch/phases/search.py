@@ -47,8 +47,11 @@ class ProxyEvaluator:
         self.chunk = devices.population_chunk(cfg.search.generation)
 
     def evaluate(self, archs) -> list[float]:
-        return proxies.score_population(self.name, self.space, archs, self.x, self.y, seed=self.seed,
-                                        chunk=self.chunk).tolist()
+        """One score per arch; a score that is not a number (NASWOT of a network without
+        ReLU, an overflowing synflow) ranks as the worst, or the best for +inf."""
+        scores = proxies.score_population(self.name, self.space, archs, self.x, self.y, seed=self.seed,
+                                          chunk=self.chunk)
+        return np.nan_to_num(scores, nan=-1e30, posinf=1e30, neginf=-1e30).tolist()
 
 
 def measure(ctx, state: RunState) -> None:
