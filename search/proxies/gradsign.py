@@ -6,9 +6,9 @@ alone, on the conv/dense kernels (no biases, no normalisation parameters), with
 BatchNorm normalising by the single example's statistics (train mode); then
 score = Σ_k |Σ_i sign(g_ik)| over every kernel entry k. The sum, not the mean, so
 networks of different sizes rank as in the paper. Per-example gradients are one
-`vmap(grad)` per slice of `SLICE` examples, the slices summed in an unrolled
-`scan` (a rolled loop ran about 5× slower on CPU), so memory holds SLICE
-gradients at a time.
+`vmap(grad)` per slice of `SLICE` examples, the slices' signs summed in an
+unrolled `scan` (a rolled loop ran about 5× slower on CPU). Only the sign sums
+are kept, but unrolled, XLA may schedule several slices' gradients at once.
 """
 from __future__ import annotations
 
