@@ -53,6 +53,15 @@ class Network(NamedTuple):
         leaves = masklib.named_leaves(tree)
         return {name: leaves[name] for name in self.kernels}
 
+    def kernel_gradient(self, objective, params=None) -> dict[str, jax.Array]:
+        """∂ objective(params) / ∂ kernels at `params` (default: the arch's own init),
+        every other leaf held fixed."""
+        params = self.params if params is None else params
+
+        def on_kernels(kernels):
+            return objective(masklib.map_named(lambda name, _: kernels[name], params, list(kernels)))
+        return jax.grad(on_kernels)(self.kernel_leaves(params))
+
 
 @dataclasses.dataclass(frozen=True)
 class Proxy:

@@ -17,17 +17,14 @@ import jax.numpy as jnp
 
 from search import engine
 from search.proxies.core import Network, register
-from sparse.masks import map_named
 
 SLICE = 32   # examples whose gradients are held at once
 
 
 def example_gradient(net: Network, x, y) -> dict[str, jax.Array]:
     """Gradient of one example's cross-entropy on the kernels (x without a batch axis)."""
-    def loss(kernels):
-        params = map_named(lambda name, _: kernels[name], net.params, list(kernels))
-        return engine.cross_entropy(net.logits(params, x[None], train=True), y[None])
-    return jax.grad(loss)(net.kernel_leaves(net.params))
+    return net.kernel_gradient(
+        lambda params: engine.cross_entropy(net.logits(params, x[None], train=True), y[None]))
 
 
 def sign_sums(net: Network, x, y) -> dict[str, jax.Array]:

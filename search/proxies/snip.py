@@ -12,15 +12,11 @@ import jax.numpy as jnp
 
 from search import engine
 from search.proxies.core import Network, register
-from sparse.masks import map_named
 
 
 def kernel_loss_gradient(net: Network, x, y) -> dict[str, jax.Array]:
     """∂L/∂θ on the kernels, L the batch's mean cross-entropy (BatchNorm in train mode)."""
-    def loss(kernels):
-        params = map_named(lambda name, _: kernels[name], net.params, list(kernels))
-        return engine.cross_entropy(net.logits(params, x, train=True), y)
-    return jax.grad(loss)(net.kernel_leaves(net.params))
+    return net.kernel_gradient(lambda params: engine.cross_entropy(net.logits(params, x, train=True), y))
 
 
 @register("snip")

@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 
 from search.proxies.core import Network, register
-from sparse.masks import map_named
 
 
 @register("synflow")
@@ -26,11 +25,6 @@ def synflow(net: Network, x, y):
     del y   # SynFlow reads no labels
     positive = jax.tree.map(jnp.abs, net.params)
     ones = jnp.ones((1,) + x.shape[1:], jnp.float32)
-
-    def flow(kernels):
-        params = map_named(lambda name, _: kernels[name], positive, list(kernels))
-        return jnp.sum(net.logits(params, ones, train=False))
-
     kernels = net.kernel_leaves(positive)
-    grads = jax.grad(flow)(kernels)
+    grads = net.kernel_gradient(lambda params: jnp.sum(net.logits(params, ones, train=False)), positive)
     return sum(jnp.sum(jnp.abs(kernels[name] * grads[name])) for name in kernels)
