@@ -271,11 +271,14 @@ class AgingEvolution(Controller):
     def _propose(self, rng, slot):
         if len(self.population) + slot < self.population_size or not self.population:
             return self.space.sample(rng)
-        # A batch straddling the random start samples from the members told so far.
+        return self.space.mutate(self._tournament(rng), rng)
+
+    def _tournament(self, rng) -> Arch:
+        """The best of `sample` members drawn at random (of the members told so far when a
+        batch straddles the random start)."""
         picks = rng.choice(len(self.population), min(self.sample_size, len(self.population)),
                            replace=False)
-        parent = max((self.population[i] for i in picks), key=lambda item: item[1])[0]
-        return self.space.mutate(parent, rng)
+        return max((self.population[i] for i in picks), key=lambda item: item[1])[0]
 
     def _observe(self, archs, rows):
         for item in zip(archs, rows):
@@ -314,9 +317,7 @@ class ProxyAssistedAging(AgingEvolution):
         if self.scorer is None:
             raise ValueError("grea: no scorer; pass scorer=, a function of a list of archs "
                              "returning one proxy score each (e.g. search.proxies)")
-        picks = rng.choice(len(self.population), min(self.sample_size, len(self.population)),
-                           replace=False)
-        parent = max((self.population[i] for i in picks), key=lambda item: item[1])[0]
+        parent = self._tournament(rng)
         mutants = {}
         for _ in range(self.mutants):
             child = self.space.canonical(self.space.mutate(parent, rng))
