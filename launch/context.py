@@ -66,6 +66,9 @@ class Context:
     clock: Clock
     progress: bool = True
     echo: Callable = print
+    # A Ray Tune trial's reporter, `on_save(ctx, state, step)`, called after every save (the
+    # step may still be committing); with one set, a save also follows every metrics row.
+    on_save: Callable | None = None
 
     @property
     def gradient(self) -> bool:
@@ -99,10 +102,12 @@ def _check_batches(cfg: configs.Config, data, parallel: devices.DataParallel) ->
 
 
 def setup(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=print,
-          stop: StopSignal | None = None, read_only: bool = False) -> Context:
+          stop: StopSignal | None = None, read_only: bool = False,
+          on_save: Callable | None = None) -> Context:
     """Everything the phases share; validates the config against the data and the devices and
     writes (or checks) RUN_DIR/config.yaml. `stop`: the run's signal flag. `read_only`: only
-    read the run (its checkpoints, log and config are left as they are)."""
+    read the run (its checkpoints, log and config are left as they are). `on_save`: see
+    `Context.on_save`."""
     run_dir = Path(run_dir)
     parallel = devices.data_parallel()
     data = configs.dataset(cfg)
@@ -127,4 +132,4 @@ def setup(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=print,
     graphdef = engine.split(model)[0]
     log = MetricsLog(run_dir, writer=parallel.is_writer and not read_only)
     return Context(cfg, run_dir, data, space, retrain_space, model, graphdef, sparse_setup, constraint,
-                   log, checkpoints, parallel, Clock(), progress, echo)
+                   log, checkpoints, parallel, Clock(), progress, echo, on_save)

@@ -63,13 +63,14 @@ def restore(ctx: Context) -> RunState:
 
 
 def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True,
-               echo=print) -> report.Summary | None:
+               echo=print, on_save=None) -> report.Summary | None:
     """Run (or resume) the whole search of `cfg` in `run_dir`. Returns None when stopped by
-    SIGTERM/SIGINT (after saving a checkpoint)."""
+    SIGTERM/SIGINT (after saving a checkpoint). `on_save(ctx, state, step)`: called after each
+    checkpoint save (a Ray Tune trial reports there; `launch.context.Context.on_save`)."""
     # Multi-process runs leave SIGTERM to JAX's preemption service (all processes agree on
     # the step to stop at); a lone process handles SIGTERM and SIGINT itself.
     with StopSignal(handle=jax.process_count() == 1) as stop:
-        ctx = setup(cfg, run_dir, progress, echo, stop=stop)
+        ctx = setup(cfg, run_dir, progress, echo, stop=stop, on_save=on_save)
         try:
             ctx.say(ctx.data.summary())
             state = restore(ctx)
