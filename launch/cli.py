@@ -7,6 +7,8 @@
                                      train one fixed architecture from scratch
     nas search CONFIG.yaml [--out RUN_DIR] [--set key=value ...]
                                      supernet → search → retrain → test → export
+    nas tune CONFIG.yaml [--num-samples N] [--out DIR] [--resume] [--address ADDR] [--set k=v ...]
+                                     many searches as Ray Tune trials (the config's tune: section)
     nas resume RUN_DIR               continue a stopped or killed search exactly
                                      (search and resume take --coordinator HOST:PORT
                                      --num-processes N --process-id I on multi-host runs)
@@ -124,6 +126,24 @@ def _build_parser() -> argparse.ArgumentParser:
                     "(repeatable)")
     se.add_argument("--quiet", action="store_true", help="no progress bars")
     _distributed_flags(se)
+
+    tu = commands.add_parser("tune", help="run many searches as Ray Tune trials",
+                             description="Run the search of CONFIG many times as Ray Tune trials: "
+                             "its tune: section varies config fields (param_space), schedules them "
+                             "(asha stops trials that fall behind, or fifo) and gives each trial's "
+                             "resources; without a param space the samples are seeds. Writes "
+                             "DIR/results.csv, results.png and best/ (docs/tune.md).")
+    tu.add_argument("config", type=Path, help="YAML config with a tune: section (see examples/tune.yaml)")
+    tu.add_argument("--num-samples", type=int, metavar="N", help="draws of the param space "
+                    "(default: tune.num_samples)")
+    tu.add_argument("--out", type=Path, metavar="DIR", help="experiment directory, new or empty "
+                    "(default: runs/<config name>_tune)")
+    tu.add_argument("--resume", action="store_true", help="continue the experiment in DIR: finished "
+                    "trials are kept, the others continue from their latest checkpoint")
+    tu.add_argument("--address", metavar="ADDR", help="join this running Ray cluster (e.g. "
+                    "HEAD_IP:6379, or auto) instead of starting Ray on this machine")
+    tu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one search config field for every trial (repeatable)")
 
     re = commands.add_parser("resume", help="continue an interrupted search",
                              description="Continue the search in RUN_DIR from its newest readable "
@@ -456,6 +476,23 @@ def cmd_search(args) -> None:
     run_search(cfg, run_dir, progress=not args.quiet)
 
 
+def cmd_tune(args) -> None:
+    """Validate the experiment here, then replace this process (same pid) by the Ray driver,
+    a fresh Python that never imports JAX: this one already has (launch.config)."""
+    from launch.tune import check
+
+    if args.num_samples is not None and args.num_samples < 1:
+        raise UsageError(f"nas tune: --num-samples must be ≥ 1, got {args.num_samples}")
+    out = args.out or Path("runs") / f"{args.config.stem}_tune"
+    check.prepare(args.config, args.overrides, args.num_samples, out, args.resume)
+    driver = [sys.executable, "-m", "launch.tune", str(out)]
+    driver += ["--resume"] if args.resume else []
+    driver += ["--address", args.address] if args.address else []
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, driver)
+
+
 def cmd_resume(args) -> None:
     from launch.run import resume
 
@@ -529,7 +566,8 @@ def cmd_eval(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     commands = {"spaces": cmd_spaces, "config": cmd_config, "train": cmd_train, "search": cmd_search,
-                "resume": cmd_resume, "export": cmd_export, "eval": cmd_eval, "bench": cmd_bench}
+                "tune": cmd_tune, "resume": cmd_resume, "export": cmd_export, "eval": cmd_eval,
+                "bench": cmd_bench}
     try:
         args = _build_parser().parse_args(argv)
         commands[args.command](args)

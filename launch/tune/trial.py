@@ -1,0 +1,152 @@
+"""One Ray Tune trial: a whole `nas search` run in the trial's own directory.
+
+    DIR/trial_<id>/run/        the run dir (config.yaml, checkpoints/, metrics.jsonl, best/, …)
+    DIR/trial_<id>/run/output.log   what the run prints
+
+The run saves a checkpoint after each supernet epoch and each search generation
+(`Context.on_save`); each is reported with `tune.report` and that Orbax step as the
+Ray checkpoint, with the run's own step counter `progress` (supernet epochs plus search
+generations so far: what ASHA's rungs count). The metric is `accuracy`:
+
+    supernet epoch      the supernet's validation accuracy at its largest in-budget arch
+    search generation   the best validation accuracy the search has found (inherited weights)
+    the end             the retrained pick's validation accuracy (best/arch.json)
+
+and `objective` = accuracy − size_weight × log10(size of that arch), size being its
+parameters (its nonzero parameters in sparse searches). A restored trial
+(`tune.get_checkpoint()`: after ASHA or a crash, or `nas tune --resume`) puts the Orbax
+step back into its run dir unless the run dir already holds it, and the run resumes
+exactly from its newest step. Only this function's body imports JAX: it runs in a
+Ray worker, never in the driver.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+from ray import tune
+
+from launch.tune import spec as specs
+
+CHECKPOINT_INFO = "tune.json"   # in a Ray checkpoint: the Orbax step it holds and the progress then
+REPORTED = ("supernet", "search")  # the phases whose rows are reported (one report each)
+
+
+def run_trial(config: dict, experiment: dict) -> None:
+    """Ray Tune's function trainable: `config` holds this trial's drawn values by path."""
+    from launch import config as configs
+    from launch.run import run_search
+
+    # The trial directory Ray names for this trial (`driver.trial_dirname`) in DIR, which every
+    # node of a cluster must mount; Ray's own working directory is a temporary one.
+    run_dir = Path(experiment["directory"]) / f"trial_{tune.get_context().get_trial_id()}" / "run"
+    if Path(experiment["cwd"]).is_dir():  # relative paths (data.path) as in the `nas tune` shell
+        os.chdir(experiment["cwd"])
+    resumed_from = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            resumed_from = unpack(Path(directory), run_dir)
+    overrides = [*experiment["overrides"], *(specs.assignment(path, value) for path, value in config.items())]
+    cfg = configs.from_dict(experiment["search"], overrides)
+    tuned = experiment["tune"]
+    reporter = Reporter(tuned["metric"], tuned["size_weight"], resumed_from)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / "output.log").open("a") as log:
+        def echo(text: str) -> None:
+            log.write(text + "\n")
+            log.flush()
+        summary = run_search(cfg, run_dir, progress=False, echo=echo, on_save=reporter.saved)
+    if summary is None:
+        raise RuntimeError(f"the search in {run_dir} was stopped before its end")
+    info = json.loads((run_dir / "best" / "arch.json").read_text())
+    metrics = info["metrics"]
+    size = info.get("nonzero_params", info["params"])
+    tune.report({**reporter.metrics("done", reporter.reported + 1, metrics["val_accuracy"], size),
+                 "params": info["params"], "nonzero_params": size,
+                 "test_accuracy": metrics["test_accuracy"]})
+
+
+class Reporter:
+    """`on_save` of a trial's run: reports each new supernet or search row with its step."""
+
+    def __init__(self, metric: str, size_weight: float, reported: int):
+        self.metric, self.size_weight = metric, size_weight
+        self.reported = reported   # the progress reported so far (that of the restored checkpoint)
+        self.resumed_from = reported
+
+    def metrics(self, phase: str, progress: int, accuracy: float, size: int) -> dict:
+        objective = accuracy - self.size_weight * math.log10(max(size, 1))
+        return {"progress": progress, "phase": phase, "accuracy": float(accuracy), "size": int(size),
+                "objective": float(objective), "resumed_from": self.resumed_from}
+
+    def saved(self, ctx, state, step: int) -> None:
+        rows = [r for r in ctx.log.records[:state.meta["log_rows"]] if r["phase"] in REPORTED]
+        if len(rows) <= self.reported:
+            return
+        latest = rows[-1]
+        accuracy, arch = _latest_accuracy(ctx, state, latest)
+        size = ctx.sparse.nonzero(ctx.space, arch) if ctx.sparse is not None else ctx.space.params(arch)
+        ctx.checkpoints.wait()  # the step committed, its files recorded
+        staging = ctx.run_dir / ".tune_checkpoint"
+        pack(ctx.run_dir, step, len(rows), staging)
+        self.reported = len(rows)
+        tune.report(self.metrics(latest["phase"], len(rows), accuracy, size),
+                    checkpoint=tune.Checkpoint.from_directory(str(staging)))
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _latest_accuracy(ctx, state, row: dict) -> tuple[float, dict]:
+    """(accuracy, the arch it belongs to) of a reported row."""
+    from launch.phases import search, supernet
+    if row["phase"] == search.NAME:
+        meta = state.meta[search.NAME]
+        evaluated = meta.get("evaluated") or [(a, r[0]) for a, r in meta["controller"]["history"]]
+        arch, accuracy = max(evaluated, key=lambda pair: pair[1])
+        return float(accuracy), ctx.space.validate(arch)
+    largest = ctx.space.validate(state.meta[supernet.NAME]["extremes"][0])
+    return float(search.make_evaluator(ctx, state).evaluate([largest])[0]), largest
+
+
+def pack(run_dir: Path, step: int, progress: int, staging: Path) -> None:
+    """Ray checkpoint of a run at Orbax `step`: the step's directory (hard links), the metrics
+    rows and config it belongs with, and what it holds (CHECKPOINT_INFO)."""
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(run_dir / "checkpoints" / str(step), staging / "checkpoints" / str(step),
+                    copy_function=_link)
+    for name in ("metrics.jsonl", "config.yaml"):
+        shutil.copy2(run_dir / name, staging / name)
+    (staging / CHECKPOINT_INFO).write_text(json.dumps({"step": step, "progress": progress}))
+
+
+def _link(source, destination) -> None:
+    # Ray copies the checkpoint into the trial's storage: links spare a second copy here.
+    try:
+        Path(destination).hardlink_to(source)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
+def unpack(checkpoint: Path, run_dir: Path) -> int:
+    """Put a Ray checkpoint's Orbax step into `run_dir` (the metrics rows and config too, where
+    the run dir lacks them) and return the progress it was reported at. A run dir already
+    holding the step (the same machine, or shared storage) keeps its own newer steps: the
+    run resumes from its newest one, which ends where the trial would have ended anyway."""
+    info = json.loads((checkpoint / CHECKPOINT_INFO).read_text())
+    step_dir = run_dir / "checkpoints" / str(info["step"])
+    if not step_dir.exists():
+        partial = step_dir.with_name(f".{step_dir.name}.restoring")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(checkpoint / "checkpoints" / str(info["step"]), partial)
+        partial.rename(step_dir)
+    for name in ("metrics.jsonl", "config.yaml"):
+        if _lines(run_dir / name) < _lines(checkpoint / name):
+            shutil.copy2(checkpoint / name, run_dir / name)
+    return info["progress"]
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else -1
