@@ -112,19 +112,21 @@ def test_killed_driver_resumes_without_repeating_finished_trials(tmp_path, env):
     config = _config(tmp_path, {"scheduler": "fifo", "max_concurrent": 1,
                                 "param_space": {"search.max_params": {"grid": [None, 50, None]}}})
     out = tmp_path / "exp"
-    process = _start([str(config), "--out", str(out), *SETS], env, tmp_path)
+    # A longer supernet phase (12 epochs of 5× the examples): the kill lands within it.
+    sets = [*SETS, "--set", "data.options={n_train: 3200, n_test: 128, noise: 0.3}",
+            "--set", "supernet.epochs=12"]
+    finished_progress = 12 + 2 + 1
+    process = _start([str(config), "--out", str(out), *sets], env, tmp_path)
     try:
         deadline = time.monotonic() + 400
         while True:
             assert process.poll() is None and time.monotonic() < deadline, "ended before the kill"
             trials = sorted(out.glob("trial_*"))
-            if len(trials) == 3 and (trials[0] / "run" / "best" / "arch.json").exists():
-                in_flight = _reports(trials[2])
-                if in_flight and in_flight[-1]["phase"] != "done":
-                    break
-            time.sleep(0.2)
-        time.sleep(1.5)  # the driver's experiment state is saved each second
-        assert _reports(trials[2])[-1]["phase"] != "done"
+            if len(trials) == 3 and (trials[0] / "run" / "best" / "arch.json").exists() \
+                    and _reports(trials[2]):
+                break
+            time.sleep(0.1)
+        time.sleep(1.2)  # the driver saves its experiment state (what --resume reads) each second
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
     finally:
@@ -134,18 +136,21 @@ def test_killed_driver_resumes_without_repeating_finished_trials(tmp_path, env):
                                              finished / "run" / "output.log")}
     before = _reports(killed)[-1]["progress"]
 
-    text = _tune([str(config), "--out", str(out), "--resume", *SETS], env, tmp_path)
+    text = _tune([str(config), "--out", str(out), "--resume", *sets], env, tmp_path)
     assert "3 trials: 2 finished, 0 stopped early, 1 failed" in text
     assert all(p.read_bytes() == content for p, content in untouched.items())  # not run again
     reports = _reports(killed)
     resumed = [r for r in reports if r["resumed_from"] > 0]
     assert resumed, "the killed trial restarted from scratch"
     start = resumed[0]["resumed_from"]
-    assert 1 <= start <= before
-    assert [r["progress"] for r in resumed] == list(range(start + 1, FINISHED_PROGRESS + 1))
+    assert 1 <= start <= before < finished_progress
+    # Its step counter goes on from the checkpoint's (the run's own count of supernet epochs
+    # and generations), up to a finished trial's.
+    progress = [r["progress"] for r in resumed]
+    assert start < progress[0] and progress == sorted(set(progress)) and progress[-1] == finished_progress
     assert "resumed from checkpoint" in (killed / "run" / "output.log").read_text()
     rows = [json.loads(line)["phase"] for line in (killed / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert rows == ["supernet"] * 2 + ["search"] * 2 + ["retrain"]  # nothing logged twice
+    assert rows == ["supernet"] * 12 + ["search"] * 2 + ["retrain"]  # nothing logged twice
 
     table = {row["trial"]: row for row in _table(out)}
     assert [table[t.name]["status"] for t in trials] == ["finished", "error", "finished"]

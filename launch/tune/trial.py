@@ -52,8 +52,7 @@ def run_trial(config: dict, experiment: dict) -> None:
             resumed_from = unpack(Path(directory), run_dir)
     overrides = [*experiment["overrides"], *(specs.assignment(path, value) for path, value in config.items())]
     cfg = configs.from_dict(experiment["search"], overrides)
-    tuned = experiment["tune"]
-    reporter = Reporter(tuned["metric"], tuned["size_weight"], resumed_from)
+    reporter = Reporter(experiment["tune"]["size_weight"], resumed_from)
     run_dir.mkdir(parents=True, exist_ok=True)
     with (run_dir / "output.log").open("a") as log:
         def echo(text: str) -> None:
@@ -65,16 +64,20 @@ def run_trial(config: dict, experiment: dict) -> None:
     info = json.loads((run_dir / "best" / "arch.json").read_text())
     metrics = info["metrics"]
     size = info.get("nonzero_params", info["params"])
-    tune.report({**reporter.metrics("done", reporter.reported + 1, metrics["val_accuracy"], size),
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    progress = sum(row["phase"] in REPORTED for row in logged) + 1
+    tune.report({**reporter.metrics("done", progress, metrics["val_accuracy"], size),
                  "params": info["params"], "nonzero_params": size,
                  "test_accuracy": metrics["test_accuracy"]})
 
 
 class Reporter:
-    """`on_save` of a trial's run: reports each new supernet or search row with its step."""
+    """`on_save` of a trial's run: reports each new supernet or search row with its step.
+    `progress` is always the run's own count of those rows: a run that resumes from a step
+    newer than the Ray checkpoint (its run dir kept it) reports on from its own count."""
 
-    def __init__(self, metric: str, size_weight: float, reported: int):
-        self.metric, self.size_weight = metric, size_weight
+    def __init__(self, size_weight: float, reported: int):
+        self.size_weight = size_weight
         self.reported = reported   # the progress reported so far (that of the restored checkpoint)
         self.resumed_from = reported
 
