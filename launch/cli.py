@@ -477,8 +477,9 @@ def cmd_search(args) -> None:
 
 
 def cmd_tune(args) -> None:
-    """Validate the experiment here, then replace this process (same pid) by the Ray driver,
-    a fresh Python that never imports JAX: this one already has (launch.config)."""
+    """Validate the experiment here, then replace this process (same pid, so a signal to
+    `nas tune` reaches the driver) by the Ray driver: a fresh Python that never imports JAX,
+    which this one has already imported through launch.config."""
     from launch.tune import check
 
     if args.num_samples is not None and args.num_samples < 1:

@@ -61,15 +61,15 @@ class Param:
 
 @dataclasses.dataclass(frozen=True)
 class TuneSpec:
-    param_space: tuple = ()
-    num_samples: int = 1
-    metric: str = "accuracy"
-    size_weight: float = 0.05
-    scheduler: str = "asha"
-    grace_period: int = 1
-    reduction_factor: int = 2
-    max_concurrent: int | None = None
-    resources: dict = dataclasses.field(default_factory=lambda: {"cpu": 1, "gpu": 0, "tpu": 0})
+    param_space: tuple = ()           # Params: the config fields drawn and their distributions
+    num_samples: int = 1              # draws of the param space (each grid value in every draw)
+    metric: str = "accuracy"          # what trials are ranked and stopped by (METRICS)
+    size_weight: float = 0.05         # objective = accuracy − size_weight × log10(size)
+    scheduler: str = "asha"           # SCHEDULERS
+    grace_period: int = 1             # asha: reports before a trial can be stopped
+    reduction_factor: int = 2         # asha: one trial in this many passes each rung
+    max_concurrent: int | None = None  # trials at once (None: as the resources allow)
+    resources: dict = dataclasses.field(default_factory=lambda: {"cpu": 1, "gpu": 0, "tpu": 0})  # per trial
 
     def to_dict(self) -> dict:
         body = dataclasses.asdict(self)
