@@ -105,13 +105,16 @@ class Reporter:
 def _latest_accuracy(ctx, state, row: dict) -> tuple[float, dict]:
     """(accuracy, the arch it belongs to) of a reported row."""
     from launch.phases import search, supernet
-    if row["phase"] == search.NAME:
-        meta = state.meta[search.NAME]
-        evaluated = meta.get("evaluated") or [(a, r[0]) for a, r in meta["controller"]["history"]]
-        arch, accuracy = max(evaluated, key=lambda pair: pair[1])
-        return float(accuracy), ctx.space.validate(arch)
     largest = ctx.space.validate(state.meta[supernet.NAME]["extremes"][0])
-    return float(search.make_evaluator(ctx, state).evaluate([largest])[0]), largest
+    if row["phase"] != search.NAME:
+        return float(search.make_evaluator(ctx, state).evaluate([largest])[0]), largest
+    # The search's best so far: its scored archs once it has finished, else its controller's
+    # history; a search that keeps neither where this looks gives the largest arch's size.
+    meta = state.meta.get(search.NAME, {})
+    history = (meta.get("controller") or {}).get("history", [])
+    scored = meta.get("evaluated") or [(a, r[0]) for a, r in history]
+    best = max(scored, key=lambda pair: pair[1])[0] if scored else largest
+    return float(row["best_accuracy"]), ctx.space.validate(best)
 
 
 def pack(run_dir: Path, step: int, progress: int, staging: Path) -> None:
