@@ -174,9 +174,11 @@ class Checkpoints:
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps(), reverse=True)
 
-    def restore(self, template: dict, warn=print) -> tuple[RunState, int] | None:
-        """The newest readable checkpoint as (state, step) with arrays laid out like `template`;
-        None when there is none. Unreadable steps are reported and skipped."""
+    def restore(self, template, warn=print) -> tuple[RunState, int] | None:
+        """The newest readable checkpoint as (state, step) with arrays laid out like `template`
+        (a pytree, or a function of the step's meta giving one: shapes that depend on progress,
+        like the number of sub-supernets); None when there is none. Unreadable steps are
+        reported and skipped."""
         steps = self.steps()
         # Process 0 checks the files and every process restores the step it names, so all
         # processes resume from the same step.
@@ -191,8 +193,9 @@ class Checkpoints:
             try:
                 if found is None:
                     meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+                    layout = template(meta["meta"]) if callable(template) else template
                     arrays = self.manager.restore(step, args=ocp.args.Composite(
-                        arrays=ocp.args.StandardRestore(template)))
+                        arrays=ocp.args.StandardRestore(layout)))
             except Exception as err:  # noqa: BLE001 - any unreadable file means: try the step before
                 found = " ".join(str(err).split())[:300]
             if found is not None:

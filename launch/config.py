@@ -29,7 +29,7 @@ import yaml
 import spaces
 import sparse
 from launch import data as datasets
-from search import controllers, oneshot, proxies, samplers
+from search import controllers, oneshot, proxies, samplers, splits
 from spaces.core import Space, closest
 
 SAMPLED = oneshot.RULES  # sampled one-shot training rules; every registered sampler is a gradient method
@@ -161,6 +161,24 @@ class SparseConfig:
 
 
 @dataclasses.dataclass
+class SplitConfig:
+    epochs: list = dataclasses.field(default_factory=list)  # supernet epochs after which every
+    #                                     sub-supernet is split in two (GM-NAS): [10, 20] → 4
+    #                                     sub-supernets; empty: one supernet, no split
+    decisions: list = dataclasses.field(default_factory=list)  # choices that may be split;
+    #                                     empty: every choice with ≥ 2 options
+    batches: int = 20                   # training batches each decision's gradient-distance
+    #                                     matrix is averaged over
+    distance: str = "cosine"            # cosine (1 − cos of the shared gradients) | l2 (squared)
+    restart: bool = False               # re-initialise the sub-supernets made at the last split
+    #                                     (fresh weights and optimizer moments; the learning-rate
+    #                                     schedule runs on)
+    training: str = "auto"              # joint (all sub-supernets in one vmapped step) |
+    #                                     sequential (one after another, one compiled step) |
+    #                                     auto: sequential on CPU, joint on GPU/TPU
+
+
+@dataclasses.dataclass
 class CheckpointConfig:
     every_steps: int | None = None      # save after this many units of progress (supernet steps,
     #                                     search generations, retrained candidates), or
@@ -178,6 +196,8 @@ class Config:
     retrain: RetrainConfig = dataclasses.field(default_factory=RetrainConfig)  # the top candidates
     #                                     trained again and tested
     sparse: SparseConfig = dataclasses.field(default_factory=SparseConfig)  # sparse joint search
+    split: SplitConfig = dataclasses.field(default_factory=SplitConfig)  # gradient-matching
+    #                                     sub-supernets
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)  # resume points
 
     def to_dict(self) -> dict:
@@ -198,6 +218,8 @@ def choices() -> dict[str, tuple]:
         "sparse.method": tuple(sparse.updaters.names()),
         "sparse.distribution": tuple(sparse.masks.DISTRIBUTIONS),
         "sparse.allocation": tuple(sparse.allocate.METHODS),
+        "split.distance": tuple(splits.METRICS),
+        "split.training": ("auto", "joint", "sequential"),
     }
 
 
@@ -207,7 +229,8 @@ _POSITIVE = {"supernet.epochs", "supernet.batch_size", "search.evaluations", "se
              "search.candidates", "search.mutants", "search.proxy_examples",
              "retrain.epochs", "retrain.batch_size", "search.max_params",
              "search.max_flops", "search.min_params", "search.max_nonzero", "sparse.update_every",
-             "sparse.grid", "sparse.calibration", "checkpoint.every_steps", "checkpoint.keep"}
+             "sparse.grid", "sparse.calibration", "checkpoint.every_steps", "checkpoint.keep",
+             "split.batches"}
 
 
 def _type_ok(value, annotation) -> bool:
@@ -342,6 +365,7 @@ def _check(cfg: Config) -> None:
         except ValueError as err:
             raise ValueError(f"config search.controller = {name!r}: {err}") from None
     _check_sparse(cfg)
+    _check_split(cfg)
     if cfg.search.min_params and cfg.search.max_params and cfg.search.min_params > cfg.search.max_params:
         raise ValueError(f"config search.min_params = {cfg.search.min_params} exceeds "
                          f"search.max_params = {cfg.search.max_params}")
@@ -361,6 +385,32 @@ def _check_proxy_search(cfg: Config) -> None:
         raise ValueError(f"config sparse.sparsity/sparse.levels: sparse searches charge the "
                          f"nonzeros of a trained supernet; search.evaluator = {evaluator!r} "
                          "trains none")
+
+
+def _check_split(cfg: Config) -> None:
+    split = cfg.split
+    if not split.epochs:
+        return
+    epochs = split.epochs
+    if any(not isinstance(e, int) or isinstance(e, bool) or not 1 <= e < cfg.supernet.epochs
+           for e in epochs) or sorted(set(epochs)) != list(epochs):
+        raise ValueError(f"config split.epochs = {epochs!r}: increasing supernet epochs in "
+                         f"[1, supernet.epochs = {cfg.supernet.epochs}) (a split needs training "
+                         "before and after it)")
+    names = space(cfg.space.name, cfg.space.options).names
+    for decision in split.decisions:
+        if decision not in names:
+            raise ValueError(f"config split.decisions: {decision!r} is not a choice of space "
+                             f"{cfg.space.name!r}{closest(str(decision), names)}; choices are {list(names)}")
+    if uses_proxy(cfg):
+        raise ValueError(f"config split.epochs: splits cut a trained supernet; search.evaluator = "
+                         f"{cfg.search.evaluator!r} trains none")
+    if cfg.retrain.mode == "finetune":
+        raise ValueError("config split.epochs with retrain.mode = 'finetune': candidates come from "
+                         "several sub-supernets; retrain them from scratch")
+    if sparse_levels(cfg):
+        raise ValueError("config split.epochs with sparse.sparsity/sparse.levels: sparse searches "
+                         "charge nonzeros measured on one supernet; splits are dense-only for now")
 
 
 def sparse_levels(cfg: Config) -> list[float]:

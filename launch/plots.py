@@ -71,3 +71,28 @@ def pareto(path: Path, points: list[tuple[float, float]], chosen: tuple[float, f
     ax.set(xscale="log", xlabel=xlabel, ylabel=score, title=f"{score} vs {xlabel}")
     ax.legend(loc="lower right")
     _save(fig, path)
+
+
+def split_matrices(path: Path, splits: list[dict]) -> None:
+    """One heat map per split: the mean gradient distance between the options of the
+    decision it split (the groups it made in the title), and the cut of every
+    candidate decision beside it."""
+    fig, axes = plt.subplots(2, len(splits), figsize=(3.6 * len(splits), 6.4), squeeze=False)
+    for column, split in enumerate(splits):
+        chosen = next(c for c in split["candidates"] if c["decision"] == split["decision"])
+        top, bottom = axes[0, column], axes[1, column]
+        image = top.imshow(np.asarray(chosen["matrix"]), cmap="viridis")
+        labels = [str(o) for o in chosen["options"]]
+        top.set_xticks(range(len(labels)), labels)
+        top.set_yticks(range(len(labels)), labels)
+        where = ", ".join(f"{k}∈{v}" for k, v in split["parent"].items()) or "whole space"
+        top.set_title(f"epoch {split['epoch']} · {where}\n{split['decision']}: {split['groups'][0]} | "
+                      f"{split['groups'][1]}", fontsize=8)
+        fig.colorbar(image, ax=top, fraction=0.046)
+        names = [c["decision"] for c in split["candidates"]]
+        bottom.barh(names, [c["cut"] for c in split["candidates"]],
+                    color=["tab:red" if n == split["decision"] else "tab:gray" for n in names])
+        bottom.invert_yaxis()
+        bottom.set_xlabel("cut (gradient distance across groups)", fontsize=8)
+        bottom.tick_params(labelsize=7)
+    _save(fig, path)

@@ -53,8 +53,11 @@ def collapse_lines(space, arch, alpha) -> list[str]:
     return lines
 
 
-def report(summary: Summary, space, cfg: configs.Config, alpha=None) -> str:
+def report(summary: Summary, space, cfg: configs.Config, alpha=None, split=None) -> str:
+    """The run's report; `split`: its split tree (`search.splits.SplitTree`), if any."""
     c = summary.cost
+    trained = (f"{c['sub_supernets']} sub-supernets, {c['supernet_epochs']:g} sub-supernet epochs in all"
+               if split is not None else f"{cfg.supernet.epochs} epochs")
     budget = ", ".join(f"{k} ≤ {v:,}" if k.startswith("max") else f"{k} ≥ {v:,}"
                        for k, v in (("max_params", cfg.search.max_params),
                                     ("min_params", cfg.search.min_params),
@@ -71,11 +74,14 @@ def report(summary: Summary, space, cfg: configs.Config, alpha=None) -> str:
            f"tested {summary.dense_test_accuracy:.4f}"] if summary.nonzero_params is not None else []),
         *(collapse_lines(space, summary.arch, alpha) if alpha is not None else []),
         ("search cost: no supernet, search " if configs.uses_proxy(cfg) else
-         f"search cost: supernet {c['supernet_seconds']:.0f} s ({cfg.supernet.epochs} epochs, "
+         f"search cost: supernet {c['supernet_seconds']:.0f} s ({trained}, "
          f"{c['supernet_steps']:,} steps, {cfg.supernet.method}), search ") +
         f"{c['search_seconds']:.0f} s ({c['search_evaluations']:,} archs evaluated: "
         f"{configs.score_label(cfg)}), retrain {c['retrain_seconds']:.0f} s ({c['retrained_candidates']} "
         f"candidates); total {c['total_seconds']:.0f} s",
-        f"wrote {summary.run_dir / 'best'} (arch.json + Orbax weights), trajectory.png, pareto.png",
+        *([f"  the pick is the best of {c['sub_supernets']} sub-supernets' searches; split tree:",
+           *("    " + line for line in split.describe().splitlines())] if split is not None else []),
+        f"wrote {summary.run_dir / 'best'} (arch.json + Orbax weights), trajectory.png, pareto.png"
+        + (", splits.png" if split is not None else ""),
     ]
     return "\n".join(lines)

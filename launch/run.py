@@ -50,7 +50,8 @@ def restore(ctx: Context) -> RunState:
     """The newest readable checkpoint of the run (the log cut back to its rows), or a fresh
     state (the log emptied: rows without a checkpoint belong to work done again)."""
     arrays, meta = supernet.init(ctx)  # also the restore target: shapes and shardings
-    restored = ctx.checkpoints.restore({supernet.NAME: arrays}, warn=ctx.say)
+    restored = ctx.checkpoints.restore(lambda saved: {supernet.NAME: supernet.layout(ctx, arrays, saved)},
+                                       warn=ctx.say)
     if restored is None:
         ctx.log.truncate(0)
         return RunState({supernet.NAME: arrays}, {supernet.NAME: meta, "phases_done": []})

@@ -44,42 +44,51 @@ def alpha_optimizer(learning_rate: float = 3e-4, b1: float = 0.5, b2: float = 0.
                        optax.adam(learning_rate, b1=b1, b2=b2))
 
 
-def make_step(graphdef, sampler: samplers.Sampler, w_tx, alpha_tx):
+def make_step(graphdef, sampler: samplers.Sampler, w_tx, alpha_tx, stacked: bool = False):
     """The jitted bi-level step:
 
         params, rest, w_state, alpha, a_state, metrics = step(
-            params, rest, w_state, alpha, a_state, x_train, y_train, x_val, y_val, key, progress)
+            params, rest, w_state, alpha, a_state, x_train, y_train, x_val, y_val, key, progress,
+            allowed=None)
+
+    `allowed` (name → bool[K]) keeps only some options of each choice: a sub-supernet
+    of a split (`search.splits`); it is traced, so one compilation serves every one.
+    `stacked`: one step of N sub-supernets at once — every argument but the batches and
+    `progress` has a leading axis N (`allowed` required), and all see the same batches.
     """
 
-    def alpha_loss(alpha, params, rest, x, y, key, progress):
-        probs = sampler.sample(alpha, key, progress)
+    def alpha_loss(alpha, params, rest, x, y, key, progress, allowed):
+        probs = sampler.sample(alpha, key, progress, allowed)
         logits, _ = engine.apply(graphdef, params, rest, x, probs, train=True)
-        return engine.cross_entropy(logits, y) + sampler.penalty(alpha)
+        return engine.cross_entropy(logits, y) + sampler.penalty(alpha, allowed)
 
     def weight_loss(params, rest, probs, x, y):
         logits, rest = engine.apply(graphdef, params, rest, x, probs, train=True)
         return engine.cross_entropy(logits, y), rest
 
-    @jax.jit
-    def step(params, rest, w_state, alpha, a_state, x_train, y_train, x_val, y_val, key, progress):
+    def step(params, rest, w_state, alpha, a_state, x_train, y_train, x_val, y_val, key, progress,
+             allowed=None):
         key_alpha, key_weights = jax.random.split(key)
         a_loss, a_grads = jax.value_and_grad(alpha_loss)(alpha, params, rest, x_val, y_val,
-                                                         key_alpha, progress)
+                                                         key_alpha, progress, allowed)
         a_updates, a_state = alpha_tx.update(a_grads, a_state, alpha)
         alpha = optax.apply_updates(alpha, a_updates)
-        probs = jax.lax.stop_gradient(sampler.sample(alpha, key_weights, progress))
+        probs = jax.lax.stop_gradient(sampler.sample(alpha, key_weights, progress, allowed))
         (w_loss, rest), w_grads = jax.value_and_grad(weight_loss, has_aux=True)(
             params, rest, probs, x_train, y_train)
         w_updates, w_state = w_tx.update(w_grads, w_state, params)
         params = optax.apply_updates(params, w_updates)
         return params, rest, w_state, alpha, a_state, {"loss": w_loss, "alpha_loss": a_loss}
 
-    return step
+    if stacked:
+        return jax.jit(jax.vmap(step, in_axes=(0, 0, 0, 0, 0, None, None, None, None, 0, None, 0)))
+    return jax.jit(step)
 
 
-def discretise(space, alpha) -> dict:
-    """The arch of the largest logit of every decision."""
-    return space.from_probs({k: np.asarray(v) for k, v in alpha.items()})
+def discretise(space, alpha, allowed=None) -> dict:
+    """The arch of the largest logit of every decision (among its `allowed` options)."""
+    return space.from_probs({k: np.asarray(samplers.masked_logits(
+        v, None if allowed is None else np.asarray(allowed[k]))) for k, v in alpha.items()})
 
 
 def entropy(alpha) -> float:

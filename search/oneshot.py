@@ -20,6 +20,12 @@ sub-networks the search may never pick. The max and min archs are the
 largest and smallest by parameters (`Space.extremes`), passed in as index
 vectors. Rules: `docs/algorithms.md` §2.
 
+Sub-supernets of a split (`search.splits`) keep only some options of some
+choices: the step takes their `Domain` (kept options, max and min archs, pool)
+as an argument, so one compilation serves all of them; `stacked=True` steps N
+sub-supernets at once on the same batch (every state and the domain carry a
+leading axis N).
+
 Sparse supernets: with `tx` from `sparse.wrap`, every forward runs at the
 masked weights (W ⊙ M_sparse, M_sparse from the optimizer state) and the
 updater moves the masks inside the step. With `levels` (`sparse.levels`),
@@ -28,8 +34,11 @@ weights at the arch's level.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from search import engine
@@ -44,33 +53,69 @@ def random_index_vector(key, sizes) -> jax.Array:
     return jax.random.randint(key, (len(sizes),), 0, jnp.asarray(sizes))
 
 
+class Domain(NamedTuple):
+    """Where a step samples archs, as arrays (so it can be traced and stacked):
+
+    options  int32[C, K_max]  row c: the kept option indices of choice c, then padding
+    counts   int32[C]         kept options of each choice
+    max_arch, min_arch  int32[C]  the sandwich's fixed nets
+    pool     int32[P, C] or None  feasible archs to draw from instead (a budget)
+    """
+    options: jax.Array
+    counts: jax.Array
+    max_arch: jax.Array
+    min_arch: jax.Array
+    pool: jax.Array | None
+
+
+def domain(space, sub_space=None, max_arch=None, min_arch=None, pool=None) -> Domain:
+    """The `Domain` of `sub_space` (a restriction of `space`; default: `space` itself) in
+    `space`'s option indices. `max_arch`/`min_arch` default to the largest and smallest
+    by parameters; `pool` is a list of archs or index vectors."""
+    sub_space = sub_space or space
+    if max_arch is None or min_arch is None:
+        low, high, _ = sub_space.extremes(sub_space.params)
+        min_arch, max_arch = min_arch or low, max_arch or high
+    sizes = [len(o) for o in space.choices.values()]
+    options = np.zeros((len(sizes), max(sizes)), np.int32)
+    counts = np.zeros(len(sizes), np.int32)
+    for c, (name, kept) in enumerate(sub_space.choices.items()):
+        every = space.choices[name]
+        options[c, :len(kept)] = [every.index(o) for o in kept]
+        counts[c] = len(kept)
+    if pool is not None:
+        pool = np.asarray([a if isinstance(a, np.ndarray) else space.index_vector(a) for a in pool],
+                          np.int32)
+        if pool.ndim != 2 or pool.shape[1] != len(sizes) or len(pool) == 0:
+            raise ValueError(f"pool must be int32[N ≥ 1, {len(sizes)}] index vectors, "
+                             f"got shape {tuple(pool.shape)}")
+    return Domain(options, counts, space.index_vector(max_arch), space.index_vector(min_arch), pool)
+
+
+def draw_index_vector(key, dom: Domain) -> jax.Array:
+    """A uniformly random arch of the domain (of its pool, if it has one)."""
+    if dom.pool is not None:
+        return dom.pool[jax.random.randint(key, (), 0, len(dom.pool))]
+    picks = jax.random.randint(key, dom.counts.shape, 0, dom.counts)
+    return jnp.take_along_axis(dom.options, picks[:, None], axis=1)[:, 0]
+
+
 def make_step(graphdef, space, tx: optax.GradientTransformation, rule: str = "sandwich",
               num_random: int = 2, distill: bool = True, max_arch=None, min_arch=None,
-              pool=None, levels=None):
-    """The jitted sampled-training step for `space`'s supernet (see module docstring)."""
+              pool=None, levels=None, stacked: bool = False):
+    """The jitted sampled-training step for `space`'s supernet (see module docstring):
+    `step(params, rest, opt_state, x, y, key, domain=None)`; `domain` (a `Domain`)
+    defaults to the whole space with `max_arch`, `min_arch` and `pool`. With `stacked`,
+    `domain` is required."""
     if rule not in RULES:
         raise ValueError(f"unknown sampling rule {rule!r}; rules are {list(RULES)}")
     if num_random < 0:
         raise ValueError(f"num_random must be ≥ 0, got {num_random}")
-    sizes = tuple(len(o) for o in space.choices.values())
-    if pool is not None:
-        pool = jnp.asarray(pool, jnp.int32)
-        if pool.ndim != 2 or pool.shape[1] != len(sizes) or len(pool) == 0:
-            raise ValueError(f"pool must be int32[N ≥ 1, {len(sizes)}] index vectors, "
-                             f"got shape {tuple(pool.shape)}")
+    whole = jax.tree.map(jnp.asarray, domain(space, max_arch=max_arch, min_arch=min_arch, pool=pool))
 
-    def draw(key):
-        if pool is None:
-            return random_index_vector(key, sizes)
-        return pool[jax.random.randint(key, (), 0, len(pool))]
-
-    if rule in ("sandwich", "largest"):
-        if max_arch is None or min_arch is None:
-            low, high, _ = space.extremes(space.params)
-            min_arch, max_arch = min_arch or low, max_arch or high
-        fixed = (jnp.asarray(space.index_vector(max_arch)), jnp.asarray(space.index_vector(min_arch)))
-
-    def loss_fn(params, rest, x, y, key, ranks):
+    def loss_fn(params, rest, x, y, key, ranks, dom):
+        def draw(key):
+            return draw_index_vector(key, dom)
         def run(index_vector, rest):
             probs = space.probs_from_index_vector(index_vector)
             at_level = params if levels is None else levels.apply(params, probs, ranks)
@@ -79,27 +124,33 @@ def make_step(graphdef, space, tx: optax.GradientTransformation, rule: str = "sa
         if rule == "uniform":
             logits, rest = run(draw(key), rest)
             return engine.cross_entropy(logits, y), rest
-        teacher, rest = run(fixed[0], rest)
+        teacher, rest = run(dom.max_arch, rest)
         loss = engine.cross_entropy(teacher, y)
         if rule == "largest":
             return loss, rest
-        students = [fixed[1]] + [draw(k) for k in jax.random.split(key, num_random)]
+        students = [dom.min_arch] + [draw(k) for k in jax.random.split(key, num_random)]
         for index_vector in students:
             logits, rest = run(index_vector, rest)
             loss = loss + (engine.distillation(logits, teacher) if distill
                            else engine.cross_entropy(logits, y))
         return loss, rest
 
-    @jax.jit
-    def step(params, rest, opt_state, x, y, key):
+    def step(params, rest, opt_state, x, y, key, dom):
         # The gradient at the masked weights is the dense gradient DST regrows by.
         if isinstance(opt_state, SparseState):
             masked = masklib.apply(params, opt_state.masks)
         else:
             masked = params
         ranks = levels.ranks(masked) if levels is not None else None
-        (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(masked, rest, x, y, key, ranks)
+        (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(masked, rest, x, y, key, ranks,
+                                                                         dom)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), rest, opt_state, loss
 
-    return step
+    if stacked:
+        return jax.jit(jax.vmap(step, in_axes=(0, 0, 0, None, None, 0, 0)))
+    compiled = jax.jit(step)
+
+    def whole_or(params, rest, opt_state, x, y, key, dom=None):
+        return compiled(params, rest, opt_state, x, y, key, whole if dom is None else dom)
+    return whole_or

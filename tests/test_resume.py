@@ -1,7 +1,8 @@
 """Exact resume through the CLI, in subprocesses: a search stopped by SIGTERM (exit 0 after
 its checkpoint) and later killed by SIGKILL at a random checkpoint, each time continued
 with `nas resume`, ends with the same best/arch.json, the same metrics rows and
-bit-identical final parameters as the same search uninterrupted. A truncated checkpoint
+bit-identical final parameters as the same search uninterrupted (also a search that
+splits its supernet, stopped after the split). A truncated checkpoint
 file is named and the step before it is used."""
 import json
 import os
@@ -35,6 +36,10 @@ CONFIGS = {
                           "finetune_epochs": 1, "final_epochs": 1, "grid": 8, "calibration": 64}},
     "gradient": {**BASE, "supernet": {"method": "gdas", "epochs": 2, "batch_size": 64},
                  "search": {"controller": "auto", "candidates": 1}},
+    # Saves only where a run must (the split, each phase's end, between sub-supernets'
+    # searches): the first stop falls right after the split, so the run resumes into its tree.
+    "split": {**BASE, "split": {"epochs": [1], "batches": 2},
+              "checkpoint": {"every_steps": 1000, "every_seconds": None}},
 }
 
 

@@ -1,7 +1,8 @@
 """`nas bench supernet RUN_DIR TABLE`: how well a trained supernet ranks a table's archs.
 
 The run's own population evaluator (inherited weights, per-arch BatchNorm
-recalibration, the run's validation split) scores every arch of the table;
+recalibration, the run's validation split; in a split run, the sub-supernet
+whose space holds the arch) scores every arch of the table;
 Kendall τ and Spearman ρ against the table's mean test accuracy measure how well
 one-shot training ranks, over all the table's archs and over those within the
 run's budget. Two further rankings are set beside it: GradSign at init, and the
@@ -41,7 +42,7 @@ def supernet_scores(run_dir: Path, table: Table, progress: bool = True) -> tuple
                              f"{ctx.space.choices}; the table's are {table.space.choices}")
         search.measure(ctx, state)
         archs = [ctx.space.validate(a) for a in table.archs]
-        accuracy = np.array(search.make_evaluator(ctx, state).evaluate(archs))
+        accuracy = np.array(search.score(ctx, state, archs))
         within = np.array([ctx.constraint is None or bool(ctx.constraint(a)) for a in archs])
         return accuracy, within, cfg.search.candidates
     finally:

@@ -80,6 +80,7 @@ def _cost(ctx, state: RunState) -> dict:
     return {
         "supernet_seconds": round(seconds.get(supernet.NAME, 0.0), 1),
         "supernet_steps": state.meta[supernet.NAME]["step"],
+        **supernet.cost(ctx, state),
         "search_seconds": round(seconds.get(search.NAME, 0.0), 1),
         "search_evaluations": len(search.evaluated(ctx, state)) if ctrl is not None else 1,
         "retrain_seconds": round(seconds.get(retrain.NAME, 0.0), 1),
@@ -102,14 +103,23 @@ def _info(ctx, state: RunState, chosen: retrain.Retrained) -> dict:
                    "controller": ctrl.name if ctrl is not None else "argmax",
                    "budget": {k: getattr(cfg.search, k) for k in ("max_params", "min_params", "max_flops")},
                    "candidates": [{"choices": r["choices"], "params": space.params(r["choices"]),
+                                   **_sub_supernet(ctx, state, r["choices"]),
                                    "supernet_val_accuracy": r["supernet_accuracy"],
                                    "val_accuracy": r["val_accuracy"], "test_accuracy": r["test_accuracy"],
                                    "dense_test_accuracy": r["dense_test_accuracy"]}
-                                  for r in retrain.results(state)]},
+                                  for r in retrain.results(state)],
+                   **({"split": supernet.tree(state).to_dict()} if supernet.is_split(ctx) else {})},
         "cost": _cost(ctx, state), "data": cfg.data.name,
         "retrain": dataclasses.asdict(TrainConfig.from_config(cfg)),
         "space_config": ctx.retrain_space.to_dict(), "engine": f"jaxnas {VERSION}",
     }
+
+
+def _sub_supernet(ctx, state: RunState, arch: dict) -> dict:
+    """{"sub_supernet": i}: which sub-supernet of a split run scored `arch` (nothing without splits)."""
+    if not supernet.is_split(ctx):
+        return {}
+    return {"sub_supernet": search.sub_supernet_of(ctx, state, arch)}
 
 
 def _plots(ctx, state: RunState, chosen: retrain.Retrained, controller_name: str) -> None:
@@ -123,6 +133,8 @@ def _plots(ctx, state: RunState, chosen: retrain.Retrained, controller_name: str
                  (costs.cost(space, chosen.arch, size_name, setup), chosen.supernet_accuracy),
                  budget=cfg.search.max_nonzero if setup else cfg.search.max_params,
                  xlabel="nonzero parameters" if setup else "parameters", score=configs.score_label(cfg))
+    if supernet.is_split(ctx):
+        plots.split_matrices(ctx.run_dir / "splits.png", supernet.tree(state).splits)
 
 
 def summary(ctx, info: dict, chosen_record: dict) -> report.Summary:
@@ -161,9 +173,12 @@ def run(ctx, state: RunState) -> RunState:
         chosen = retrain.load_candidate(ctx, index)
         info = write(ctx, state, chosen, ctx.run_dir / "best")
         _plots(ctx, state, chosen, info["search"]["controller"])
-        # A proxy search trains no α: its collapse lines would describe the initial logits.
-        alpha = None if configs.uses_proxy(ctx.cfg) else state.arrays[supernet.NAME].get("alpha")
+        # A proxy search trains no α: its collapse lines would describe the initial logits;
+        # a split run has one α per sub-supernet.
+        alpha = None if configs.uses_proxy(ctx.cfg) or supernet.is_split(ctx) else \
+            state.arrays[supernet.NAME].get("alpha")
         text = report.report(summary(ctx, info, retrain.results(state)[index]), ctx.space, ctx.cfg,
-                             None if alpha is None else jax.tree.map(np.asarray, local_copy(alpha)))
+                             None if alpha is None else jax.tree.map(np.asarray, local_copy(alpha)),
+                             split=supernet.tree(state))
         write_text_atomic(ctx.run_dir / "report.txt", text)
     return phases.finish(ctx, state, NAME)

@@ -6,6 +6,12 @@ gradient supernet with the `argmax` controller discretises α instead. Its
 slice of the run state is `meta["search"]`: the controller's JSON state
 (history with scores, RNG), so a resumed search asks exactly what the
 uninterrupted one would. RUN_DIR/search_state.json mirrors it for users.
+
+A split run (`split.epochs`) searches each sub-supernet in turn with its own
+controller over its own restricted space and its own weights, sharing
+`search.evaluations` evenly; the evaluated archs of all of them are pooled
+(`evaluated`), each remembering its sub-supernet, and the retrain phase
+takes the top candidates of the pool.
 """
 from __future__ import annotations
 
@@ -18,21 +24,22 @@ from launch import costs, devices, phases
 from launch.checkpoints import RunState
 from launch.files import write_json_atomic
 from launch.phases import supernet
-from search import controllers, gradient, proxies
+from search import controllers, gradient, proxies, samplers
 from search.parallel import local_copy
 from search.population import PopulationEvaluator
 
 NAME = "search"
 
 
-def controller(ctx):
-    """The configured controller, or None for `argmax`."""
+def controller(ctx, space=None):
+    """The configured controller over `space` (default: the run's), or None for `argmax`."""
     name, options = configs.controller(ctx.cfg)
     if name == "argmax":
         return None
     if name == "grea":
         options["scorer"] = ProxyEvaluator(ctx.cfg.search.proxy, ctx).evaluate
-    return controllers.get(name, ctx.space, seed=ctx.cfg.seed, constraint=ctx.constraint, **options)
+    return controllers.get(name, space or ctx.space, seed=ctx.cfg.seed, constraint=ctx.constraint,
+                           **options)
 
 
 class ProxyEvaluator:
@@ -62,45 +69,74 @@ def measure(ctx, state: RunState) -> None:
 
 
 def evaluated(ctx, state: RunState) -> list[tuple[dict, float]]:
-    """Every (arch, supernet validation accuracy) the search scored."""
+    """Every (arch, supernet validation accuracy) the search scored (of every sub-supernet)."""
     return [(a, s) for a, s in state.meta[NAME]["evaluated"]]
 
 
-def make_evaluator(ctx, state: RunState) -> PopulationEvaluator | ProxyEvaluator:
-    """What scores the archs: the trained supernet's inherited weights on the validation
+def sub_supernet_of(ctx, state: RunState, arch: dict) -> int:
+    """The sub-supernet of a split run that evaluated `arch` (the first, if several did)."""
+    meta = state.meta[NAME]
+    wanted = ctx.space.canonical(arch)
+    for (evaluated_arch, _), sub in zip(meta["evaluated"], meta["evaluated_sub"]):
+        if ctx.space.canonical(evaluated_arch) == wanted:
+            return sub
+    raise ValueError(f"arch {arch} was not evaluated by any sub-supernet")
+
+
+def make_evaluator(ctx, state: RunState, sub: int = 0) -> PopulationEvaluator | ProxyEvaluator:
+    """What scores the archs: the trained (sub-)supernet's inherited weights on the validation
     split (each arch's BatchNorm recalibrated on training examples), or the configured proxy."""
     cfg, data = ctx.cfg, ctx.data
     if configs.uses_proxy(cfg):
         return ProxyEvaluator(cfg.search.evaluator, ctx)
     calib = data.x_train[np.random.default_rng(cfg.seed).permutation(len(data.x_train))
                          [:cfg.search.calibration]]
-    arrays = state.arrays[supernet.NAME]
-    return PopulationEvaluator(ctx.graphdef, supernet.weights(ctx, state), arrays["rest"], ctx.space,
+    return PopulationEvaluator(ctx.graphdef, supernet.weights(ctx, state, sub),
+                               supernet.own(ctx, state, sub)["rest"], ctx.space,
                                data.x_val, data.y_val, calib_x=calib,
                                chunk=devices.population_chunk(cfg.search.generation),
                                levels=ctx.sparse.levels if ctx.sparse else None, parallel=ctx.parallel)
 
 
-def _argmax(ctx, state: RunState, evaluator) -> None:
+def score(ctx, state: RunState, archs) -> list[float]:
+    """Each arch's score by the supernet, or in a split run by the sub-supernet whose space
+    holds it (the sub-supernets' spaces partition the run's)."""
+    subs = supernet.sub_supernets(ctx, state)
+    if len(subs) == 1:
+        return make_evaluator(ctx, state).evaluate(archs)
+    owners = [next(i for i, s in enumerate(subs) if all(a[k] in s.choices[k] for k in s.names))
+              for a in archs]
+    out = [0.0] * len(archs)
+    for sub in sorted(set(owners)):
+        mine = [i for i, o in enumerate(owners) if o == sub]
+        for i, value in zip(mine, make_evaluator(ctx, state, sub).evaluate([archs[i] for i in mine])):
+            out[i] = value
+    return out
+
+
+def _argmax(ctx, state: RunState, evaluator, meta: dict, sub: int = 0) -> dict:
+    """Discretise sub-supernet `sub`'s α; its record for search_state.json."""
     # This process's copy: the writer alone reads it below, which must launch no collective.
-    alpha = jax.tree.map(np.asarray, local_copy(state.arrays[supernet.NAME]["alpha"]))
-    arch = gradient.discretise(ctx.space, alpha)
+    alpha = jax.tree.map(np.asarray, local_copy(supernet.own(ctx, state, sub)["alpha"]))
+    allowed = supernet.allowed(ctx, state, sub)
+    arch = gradient.discretise(ctx.space, alpha, allowed)
     if ctx.constraint is not None and not ctx.constraint(arch):
         ctx.say("warning: the argmax arch is outside the budget; it is kept, as argmax "
                 "search has no constraint")
     accuracy = evaluator.evaluate([arch])[0]
-    ctx.log.log(NAME, 1, evaluations=1, best_accuracy=accuracy)
-    state.meta[NAME]["evaluated"] = [(arch, accuracy)]
-    if ctx.parallel.is_writer:
-        write_json_atomic(ctx.run_dir / "search_state.json", {
-            "alpha": {k: np.asarray(v).tolist() for k, v in alpha.items()},
-            "alpha_softmax": {k: np.round(np.asarray(jax.nn.softmax(v)), 3).tolist()
-                              for k, v in alpha.items()},
-            "arch": arch})
+    ctx.log.log(NAME, sub + 1, evaluations=sub + 1, best_accuracy=accuracy)
+    meta["evaluated"] = [(arch, accuracy)]
+    return {"alpha": {k: np.asarray(v).tolist() for k, v in alpha.items()},
+            "alpha_softmax": {k: np.round(np.asarray(jax.nn.softmax(samplers.masked_logits(
+                v, None if allowed is None else allowed[k]))), 3).tolist() for k, v in alpha.items()},
+            "arch": arch}
 
 
-def _evolve(ctx, state: RunState, ctrl, evaluator) -> None:
-    cfg, meta = ctx.cfg, state.meta[NAME]
+def _evolve(ctx, state: RunState, ctrl, evaluator, meta: dict, evaluations: int, anchors: list,
+            mirror) -> None:
+    """Ask, score and tell until `evaluations` archs are scored; `meta` holds the controller's
+    state, `anchors` start its population, `mirror()` writes search_state.json."""
+    cfg = ctx.cfg
     objectives = cfg.search.objectives if ctrl.name == "nsga2" else ["accuracy"]
 
     def score(archs):
@@ -110,33 +146,29 @@ def _evolve(ctx, state: RunState, ctrl, evaluator) -> None:
         ctrl.load_state_dict(meta["controller"])
         ctx.say(f"resumed the search after {len(ctrl.history)} evaluations")
     else:
-        # The sandwich's max and min nets are trained on every batch: the best-trained
-        # sub-networks start the population.
-        sandwich = ctx.cfg.supernet.method == "sandwich" and not configs.uses_proxy(ctx.cfg)
-        anchors = [ctx.space.validate(a) for a in state.meta[supernet.NAME]["extremes"]] if sandwich else []
         anchors = [a for a in anchors if ctx.constraint is None or ctx.constraint(a)]
         if anchors:
             ctrl.tell(anchors, score(anchors))
-    bar = tqdm(total=cfg.search.evaluations, initial=len(ctrl.history), desc=f"search ({ctrl.name})",
+    before = len(state.meta[NAME]["evaluated"])  # of the sub-supernets searched already
+    bar = tqdm(total=evaluations, initial=len(ctrl.history), desc=f"search ({ctrl.name})",
                unit="arch", disable=not (ctx.progress and ctx.parallel.is_writer))
 
     def sync():
         meta["controller"] = ctrl.state_dict()
-        if ctx.parallel.is_writer:
-            write_json_atomic(ctx.run_dir / "search_state.json", meta["controller"])
+        mirror()
 
-    while len(ctrl.history) < cfg.search.evaluations:
-        n = min(cfg.search.generation, cfg.search.evaluations - len(ctrl.history))
+    while len(ctrl.history) < evaluations:
+        n = min(cfg.search.generation, evaluations - len(ctrl.history))
         archs = ctrl.ask(n)
         rows = score(archs)
         ctrl.tell(archs, rows)
         accuracies = [r[0] if isinstance(r, tuple) else r for r in rows]
         best = max(row[0] for _, row in ctrl.history)
-        ctx.log.log(NAME, len(ctrl.history), evaluations=len(ctrl.history), best_accuracy=best,
-                    generation_mean=float(np.mean(accuracies)))
+        ctx.log.log(NAME, before + len(ctrl.history), evaluations=before + len(ctrl.history),
+                    best_accuracy=best, generation_mean=float(np.mean(accuracies)))
         bar.update(n)
         bar.set_postfix(best=round(best, 4))
-        if len(ctrl.history) < cfg.search.evaluations:
+        if len(ctrl.history) < evaluations:
             phases.checkpoint(ctx, state, sync)
     bar.close()
     sync()
@@ -147,13 +179,66 @@ def run(ctx, state: RunState) -> RunState:
     measure(ctx, state)
     if state.done(NAME):
         return state
-    state.meta.setdefault(NAME, {"controller": None, "evaluated": []})
+    meta = state.meta.setdefault(NAME, {"controller": None, "evaluated": []})
     ctx.clock.start(NAME)
-    evaluator = make_evaluator(ctx, state)
-    ctrl = controller(ctx)
-    if ctrl is None:
-        _argmax(ctx, state, evaluator)
+    if supernet.is_split(ctx):
+        _search_sub_supernets(ctx, state)
     else:
-        _evolve(ctx, state, ctrl, evaluator)
+        evaluator = make_evaluator(ctx, state)
+        ctrl = controller(ctx)
+        if ctrl is None:
+            record = _argmax(ctx, state, evaluator, meta)
+            if ctx.parallel.is_writer:
+                write_json_atomic(ctx.run_dir / "search_state.json", record)
+        else:
+            # The sandwich's max and min nets are trained on every batch: the best-trained
+            # sub-networks start the population.
+            sandwich = ctx.cfg.supernet.method == "sandwich" and not configs.uses_proxy(ctx.cfg)
+            _evolve(ctx, state, ctrl, evaluator, meta, ctx.cfg.search.evaluations,
+                    supernet.extremes(ctx, state) if sandwich else [],
+                    lambda: _mirror(ctx, meta["controller"]))
     ctx.clock.stop(NAME)
     return phases.finish(ctx, state, NAME)
+
+
+def _mirror(ctx, record) -> None:
+    if ctx.parallel.is_writer:
+        write_json_atomic(ctx.run_dir / "search_state.json", record)
+
+
+def shares(evaluations: int, parts: int) -> list[int]:
+    """`evaluations` split as evenly as possible over `parts` (the first ones get the rest)."""
+    return [evaluations // parts + (i < evaluations % parts) for i in range(parts)]
+
+
+def _search_sub_supernets(ctx, state: RunState) -> None:
+    """Search every sub-supernet in turn (its own controller, space and weights, an equal
+    share of the evaluations), then pool what they evaluated."""
+    meta = state.meta[NAME]
+    subs = supernet.sub_supernets(ctx, state)
+    records = meta.setdefault("sub_supernets", [])
+    sandwich = ctx.cfg.supernet.method == "sandwich"
+
+    def mirror():
+        _mirror(ctx, {"sub_supernets": [r.get("controller") or r.get("argmax") for r in records]})
+
+    for sub, (sub_space, evaluations) in enumerate(zip(subs, shares(ctx.cfg.search.evaluations, len(subs)))):
+        if sub < len(records) and records[sub].get("done"):
+            continue
+        if sub == len(records):
+            records.append({"controller": None, "evaluated": []})
+        record = records[sub]
+        ctx.say(f"searching sub-supernet {sub + 1}/{len(subs)} ({evaluations} evaluations)")
+        evaluator = make_evaluator(ctx, state, sub)
+        ctrl = controller(ctx, sub_space)
+        if ctrl is None:
+            record["argmax"] = _argmax(ctx, state, evaluator, record, sub)
+        else:
+            _evolve(ctx, state, ctrl, evaluator, record, evaluations,
+                    supernet.extremes(ctx, state, sub) if sandwich else [], mirror)
+        record["done"] = True
+        meta["evaluated"] = [pair for r in records for pair in r["evaluated"]]
+        meta["evaluated_sub"] = [i for i, r in enumerate(records) for _ in r["evaluated"]]
+        mirror()
+        if sub + 1 < len(subs):
+            phases.checkpoint(ctx, state, force=True)

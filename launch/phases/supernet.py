@@ -7,6 +7,15 @@ gradient methods, the PRNG key, the losses of the epoch in progress) and
 resumes at any step and ends where an uninterrupted run ends, bit for bit.
 Sampled rules train every weight on the whole train split; gradient methods
 halve it, weights learning on one half and α on the other.
+
+With `split.epochs` (GM-NAS, `search.splits`) the supernet becomes a split
+tree of sub-supernets: after each listed epoch every sub-supernet is scored
+decision by decision and cut in two along its most conflicting decision; its
+children inherit its weights, BatchNorm statistics, optimizer state and α.
+Every per-sub-supernet array then carries a leading axis (one entry per
+sub-supernet, also before the first split), `meta["supernet"]["tree"]` holds
+the tree, and all sub-supernets train on the same batches: jointly in one
+vmapped step, or one after another through one compiled step (`split.training`).
 """
 from __future__ import annotations
 
@@ -18,16 +27,18 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
+import nas
 import sparse
 from launch import config as configs
 from launch import phases
 from launch.checkpoints import RunState
 from launch.data import Batches
-from search import controllers, engine, gradient, oneshot, samplers
+from search import controllers, engine, gradient, oneshot, samplers, splits
 from sparse import masks as masklib
 
 NAME = "supernet"
 POOL_SIZE = 4096  # feasible archs the sampled supernet step draws from under a budget
+PER_SUPERNET = ("params", "rest", "opt", "alpha", "alpha_opt")  # what each sub-supernet has its own of
 
 
 def _size(ctx):
@@ -37,15 +48,68 @@ def _size(ctx):
     return functools.partial(ctx.sparse.nonzero, ctx.space)
 
 
-def anchors(ctx) -> tuple[dict, dict]:
-    """(max, min) archs by parameters (nonzeros when sparse), the max within the budget."""
-    low, high, _ = ctx.space.extremes(_size(ctx))
+def anchors(ctx, space=None) -> tuple[dict, dict]:
+    """(max, min) archs of `space` (default: the run's) by parameters (nonzeros when
+    sparse), the max within the budget."""
+    space = space or ctx.space
+    low, high, _ = space.extremes(_size(ctx))
     if ctx.constraint is not None and not ctx.constraint(high):
-        feasible = [a for a in ctx.space.enumerate(limit=200_000) if ctx.constraint(a)] \
-            if ctx.space.size() <= 200_000 else []
+        feasible = [a for a in space.enumerate(limit=200_000) if ctx.constraint(a)] \
+            if space.size() <= 200_000 else []
         if feasible:
             high = max(feasible, key=_size(ctx))
     return high, low
+
+
+def is_split(ctx) -> bool:
+    """Whether the run splits its supernet (`split.epochs`)."""
+    return bool(ctx.cfg.split.epochs)
+
+
+def tree(state: RunState) -> splits.SplitTree | None:
+    """The run's split tree (None for a run without splits)."""
+    data = state.meta[NAME].get("tree")
+    return None if data is None else splits.SplitTree.from_dict(data)
+
+
+def sub_supernets(ctx, state: RunState) -> list:
+    """The space of every sub-supernet (the run's space alone when it does not split)."""
+    split_tree = tree(state)
+    if split_tree is None:
+        return [ctx.space]
+    return [split_tree.space(ctx.space, i) for i in range(split_tree.size)]
+
+
+def extremes(ctx, state: RunState, sub: int = 0) -> list[dict]:
+    """[max, min] archs of sub-supernet `sub` (the sandwich's fixed nets)."""
+    return _extremes(ctx, state.meta[NAME], sub)
+
+
+def _extremes(ctx, meta: dict, sub: int = 0) -> list[dict]:
+    found = meta["sub_extremes"][sub] if "sub_extremes" in meta else meta["extremes"]
+    return [ctx.space.validate(a) for a in found]
+
+
+def cost(ctx, state: RunState) -> dict:
+    """The supernet training the search stands on: sub-supernets and their epochs summed
+    (a split run trains every live sub-supernet on each step)."""
+    meta = state.meta[NAME]
+    if not is_split(ctx):
+        return {"sub_supernets": 1, "supernet_epochs": ctx.cfg.supernet.epochs}
+    steps_per_epoch = _batches(ctx)[0].steps_per_epoch
+    return {"sub_supernets": len(meta["tree"]["leaves"]),
+            "supernet_epochs": round(meta["sub_supernet_steps"] / steps_per_epoch, 3)}
+
+
+def _slice(tree, index):
+    """Entry `index` (an int or an index array) of every leaf's leading axis."""
+    return jax.tree.map(lambda a: a[index], tree)
+
+
+def _own(arrays: dict, sub: int | None) -> dict:
+    """Sub-supernet `sub`'s slice of the per-sub-supernet arrays (all of them for None)."""
+    mine = {k: arrays[k] for k in PER_SUPERNET if k in arrays}
+    return mine if sub is None else _slice(mine, sub)
 
 
 def _batches(ctx) -> tuple[Batches, Batches | None]:
@@ -66,7 +130,7 @@ def _updater(ctx, steps: int) -> sparse.Updater:
 
 
 class _Trainer:
-    """The configured rule's optimizers and batches, and its compiled step (built when first
+    """The configured rule's optimizers and batches, and its compiled steps (built when first
     used: `init` needs only the optimizers)."""
 
     def __init__(self, ctx, meta: dict):
@@ -87,51 +151,100 @@ class _Trainer:
         if ctx.sparse is not None:
             self.tx = sparse.wrap(self.tx, _updater(ctx, self.steps), ctx.sparse.names)
 
-    @functools.cached_property
-    def step_fn(self):
+    def _make(self, stacked: bool):
         ctx, sc = self.ctx, self.ctx.cfg.supernet
         if ctx.gradient:
-            return gradient.make_step(ctx.graphdef, samplers.get(sc.method), self.tx, self.alpha_tx)
-        high, low = (ctx.space.validate(a) for a in self.meta["extremes"])
-        pool = None
-        if ctx.constraint is not None:
-            sampler = controllers.get("random", ctx.space, seed=ctx.cfg.seed, constraint=ctx.constraint)
-            pool = np.stack([ctx.space.index_vector(a) for a in sampler.ask(POOL_SIZE)])
+            return gradient.make_step(ctx.graphdef, samplers.get(sc.method), self.tx, self.alpha_tx,
+                                      stacked=stacked)
+        high, low = _extremes(ctx, self.meta)
+        # A split run passes each sub-supernet's domain (pool included) to every step.
         return oneshot.make_step(
             ctx.graphdef, ctx.space, self.tx, sc.method, sc.num_random, sc.distill, max_arch=high,
-            min_arch=low, pool=pool, levels=ctx.sparse.levels if ctx.sparse else None)
+            min_arch=low, pool=None if is_split(ctx) else self.pool(ctx.space),
+            levels=ctx.sparse.levels if ctx.sparse else None, stacked=stacked)
+
+    def pool(self, space):
+        """Feasible archs of `space` the sampled step draws from under a budget (None: all)."""
+        ctx = self.ctx
+        if ctx.constraint is None:
+            return None
+        sampler = controllers.get("random", space, seed=ctx.cfg.seed, constraint=ctx.constraint)
+        return np.stack([ctx.space.index_vector(a) for a in sampler.ask(POOL_SIZE)])
+
+    @functools.cached_property
+    def step_fn(self):
+        return self._make(stacked=False)
+
+    @functools.cached_property
+    def stacked_step_fn(self):
+        return self._make(stacked=True)
 
 
 def init(ctx) -> tuple[dict, dict]:
-    """(arrays, meta) of an untrained supernet."""
+    """(arrays, meta) of an untrained supernet (of its root sub-supernet when it splits)."""
     meta = {"step": 0, "extremes": list(anchors(ctx))}
     trainer = _Trainer(ctx, meta)
     meta.update(batches=trainer.batches.state_dict(),
                 arch_batches=trainer.arch_batches.state_dict() if trainer.arch_batches else None)
-    _, params, rest = engine.split(ctx.model)
-    key = jax.random.key(ctx.cfg.seed)
-    arrays = {"params": params, "rest": rest, "opt": trainer.tx.init(params),
-              "epoch_losses": jnp.full((trainer.steps_per_epoch,), jnp.nan, jnp.float32)}
+    arrays = _fresh(ctx, trainer, jax.random.key(ctx.cfg.seed), ctx.model)
+    arrays["epoch_losses"] = jnp.full((trainer.steps_per_epoch,), jnp.nan, jnp.float32)
     if ctx.gradient:
-        arrays["alpha"] = gradient.init_alpha(ctx.space, jax.random.fold_in(key, 1))
-        arrays["alpha_opt"] = trainer.alpha_tx.init(arrays["alpha"])
         arrays["epoch_alpha_losses"] = arrays["epoch_losses"]
-    elif ctx.sparse is not None:
-        # BatchNorm makes each layer scale-free: rescaling would only shrink AdamW's
-        # relative step; without it a sparse start needs the rescale to keep its signal.
-        if not engine.has_batch_norm(ctx.model):
-            params = masklib.rescale(params, arrays["opt"].masks)
-        arrays["params"] = masklib.apply(params, arrays["opt"].masks)
-    arrays["key"] = jax.random.key_data(key)
+    arrays["key"] = jax.random.key_data(jax.random.key(ctx.cfg.seed))
+    if is_split(ctx):
+        meta.update(tree=splits.SplitTree().to_dict(), sub_extremes=[meta["extremes"]], rounds=0,
+                    sub_supernet_steps=0)
+        arrays.update(jax.tree.map(lambda a: a[None], _own(arrays, None)))
     return ctx.parallel.replicate(arrays), meta
 
 
-def weights(ctx, state: RunState):
-    """The trained supernet's weights as the search sees them (sparse masks applied)."""
+def _fresh(ctx, trainer, key, model) -> dict:
+    """A sub-supernet's own arrays at initialisation: `model`'s weights, fresh optimizer
+    states, and α from `key`."""
+    _, params, rest = engine.split(model)
+    arrays = {"params": params, "rest": rest, "opt": trainer.tx.init(params)}
+    if ctx.gradient:
+        arrays["alpha"] = gradient.init_alpha(ctx.space, jax.random.fold_in(key, 1))
+        arrays["alpha_opt"] = trainer.alpha_tx.init(arrays["alpha"])
+    elif ctx.sparse is not None:
+        # BatchNorm makes each layer scale-free: rescaling would only shrink AdamW's
+        # relative step; without it a sparse start needs the rescale to keep its signal.
+        if not engine.has_batch_norm(model):
+            params = masklib.rescale(params, arrays["opt"].masks)
+        arrays["params"] = masklib.apply(params, arrays["opt"].masks)
+    return arrays
+
+
+def layout(ctx, arrays: dict, saved_meta: dict) -> dict:
+    """The restore target for a checkpoint with meta `saved_meta`: `arrays` (from `init`)
+    with one entry per sub-supernet the checkpoint holds."""
+    saved = saved_meta.get(NAME, {}).get("tree")
+    if saved is None:
+        return arrays
+    count = len(saved["leaves"])
+    grown = jax.tree.map(lambda a: jnp.broadcast_to(a[:1], (count, *a.shape[1:])), _own(arrays, None))
+    return {**arrays, **ctx.parallel.replicate(grown)}
+
+
+def weights(ctx, state: RunState, sub: int = 0):
+    """Sub-supernet `sub`'s trained weights as the search sees them (sparse masks applied)."""
     arrays = state.arrays[NAME]
+    own = _own(arrays, sub if is_split(ctx) else None)
     if ctx.sparse is None:
-        return arrays["params"]
-    return masklib.apply(arrays["params"], arrays["opt"].masks)
+        return own["params"]
+    return masklib.apply(own["params"], own["opt"].masks)
+
+
+def own(ctx, state: RunState, sub: int = 0) -> dict:
+    """Sub-supernet `sub`'s own arrays: params, rest, opt (and alpha, alpha_opt)."""
+    return _own(state.arrays[NAME], sub if is_split(ctx) else None)
+
+
+def allowed(ctx, state: RunState, sub: int = 0) -> dict | None:
+    """bool[K] per choice: the options sub-supernet `sub` keeps (None without splits)."""
+    if not is_split(ctx):
+        return None
+    return splits.allowed(ctx.space, sub_supernets(ctx, state)[sub])
 
 
 def model_at(ctx, state: RunState, arch: dict):
@@ -147,7 +260,9 @@ def _epoch_record(ctx, arrays, losses, alpha_losses) -> dict:
     record = {"loss": float(jnp.mean(jnp.stack(losses)))}
     if ctx.gradient:
         record["alpha_loss"] = float(jnp.mean(jnp.stack(alpha_losses)))
-        record["alpha_entropy"] = gradient.entropy(arrays["alpha"])
+        alpha = arrays["alpha"]
+        record["alpha_entropy"] = gradient.entropy(alpha) if not is_split(ctx) else float(np.mean(
+            [gradient.entropy(_slice(alpha, i)) for i in range(len(jax.tree.leaves(alpha)[0]))]))
     return record
 
 
@@ -159,9 +274,177 @@ def _pending(losses: list, length: int):
     return jnp.concatenate([done, jnp.full((length - len(losses),), jnp.nan, jnp.float32)])
 
 
-def _sync(ctx, state, trainer, arrays, key, step, losses, alpha_losses) -> None:
+class _Single:
+    """Steps the one supernet of a run without splits."""
+
+    def __init__(self, ctx, trainer, arrays: dict):
+        self.ctx, self.trainer, self.arrays = ctx, trainer, arrays
+
+    def step(self, x, y, xv, yv, key, progress):
+        a, fn = self.arrays, self.trainer.step_fn
+        if self.ctx.gradient:
+            a["params"], a["rest"], a["opt"], a["alpha"], a["alpha_opt"], metrics = fn(
+                a["params"], a["rest"], a["opt"], a["alpha"], a["alpha_opt"], x, y, xv, yv, key, progress)
+            return metrics["loss"], metrics["alpha_loss"]
+        a["params"], a["rest"], a["opt"], loss = fn(a["params"], a["rest"], a["opt"], x, y, key)
+        return loss, None
+
+    def write(self, arrays: dict) -> None:
+        arrays.update(self.arrays)
+
+
+class _Split:
+    """Steps every sub-supernet of a split tree on the same batch: in one vmapped step
+    (`joint`, state stacked), or one after another through one compiled step."""
+
+    def __init__(self, ctx, trainer, arrays: dict, meta: dict, joint: bool):
+        self.ctx, self.trainer, self.joint = ctx, trainer, joint
+        split_tree = splits.SplitTree.from_dict(meta["tree"])
+        self.count = split_tree.size
+        per_sub = [_where(ctx, trainer, meta, split_tree.space(ctx.space, i), i) for i in range(self.count)]
+        stacked = _own(arrays, None)
+        replicate = ctx.parallel.replicate
+        if joint:
+            self.state = stacked
+            self.where = replicate(jax.tree.map(lambda *a: jnp.stack(a), *per_sub))
+        else:
+            self.state = [_slice(stacked, i) for i in range(self.count)]
+            self.where = [replicate(w) for w in per_sub]
+
+    def _one(self, fn, own, where, x, y, xv, yv, key, progress):
+        if self.ctx.gradient:
+            params, rest, opt, alpha, alpha_opt, metrics = fn(
+                own["params"], own["rest"], own["opt"], own["alpha"], own["alpha_opt"], x, y, xv, yv,
+                key, progress, where)
+            return ({"params": params, "rest": rest, "opt": opt, "alpha": alpha, "alpha_opt": alpha_opt},
+                    metrics["loss"], metrics["alpha_loss"])
+        params, rest, opt, loss = fn(own["params"], own["rest"], own["opt"], x, y, key, where)
+        return {"params": params, "rest": rest, "opt": opt}, loss, None
+
+    def step(self, x, y, xv, yv, key, progress):
+        keys = jax.random.split(key, self.count)
+        if self.joint:
+            self.state, loss, alpha_loss = self._one(self.trainer.stacked_step_fn, self.state, self.where,
+                                                     x, y, xv, yv, keys, progress)
+            return jnp.mean(loss), None if alpha_loss is None else jnp.mean(alpha_loss)
+        losses, alpha_losses = [], []
+        for i in range(self.count):
+            self.state[i], loss, alpha_loss = self._one(self.trainer.step_fn, self.state[i], self.where[i],
+                                                        x, y, xv, yv, keys[i], progress)
+            losses.append(loss)
+            alpha_losses.append(alpha_loss)
+        return (jnp.mean(jnp.stack(losses)),
+                None if alpha_losses[0] is None else jnp.mean(jnp.stack(alpha_losses)))
+
+    def write(self, arrays: dict) -> None:
+        arrays.update(self.state if self.joint else jax.tree.map(lambda *a: jnp.stack(a), *self.state))
+
+
+def joint_training(ctx) -> bool:
+    """`split.training`: auto trains sub-supernets one after another on CPU (where a vmapped
+    step gains nothing over a loop) and jointly on accelerators."""
+    mode = ctx.cfg.split.training
+    if mode == "auto":
+        return jax.default_backend() != "cpu"
+    return mode == "joint"
+
+
+def _stepper(ctx, trainer, arrays, meta):
+    if not is_split(ctx):
+        return _Single(ctx, trainer, arrays)
+    return _Split(ctx, trainer, arrays, meta, joint_training(ctx))
+
+
+def _split_due(ctx, meta: dict, step: int, steps_per_epoch: int) -> bool:
+    passed = sum(1 for e in ctx.cfg.split.epochs if e * steps_per_epoch <= step)
+    return is_split(ctx) and meta["rounds"] < passed
+
+
+def _where(ctx, trainer, meta: dict, sub_space, sub: int):
+    """What a step needs to know of sub-supernet `sub` (`sub_space`): its allowed options
+    (gradient methods) or its sampling `Domain` (sampled rules)."""
+    if ctx.gradient:
+        return jax.tree.map(jnp.asarray, splits.allowed(ctx.space, sub_space))
+    return jax.tree.map(jnp.asarray, oneshot.domain(ctx.space, sub_space, *_extremes(ctx, meta, sub),
+                                                    pool=trainer.pool(sub_space)))
+
+
+def _mixing(ctx, trainer, own: dict, where, key, progress):
+    """The other decisions' encoding while one decision's options are scored: the
+    sampler's mixing of α (gradient methods), else an arch drawn the way the step draws."""
+    if ctx.gradient:
+        return jax.lax.stop_gradient(samplers.get(ctx.cfg.supernet.method).sample(
+            own["alpha"], key, progress, where))
+    return ctx.space.probs_from_index_vector(oneshot.draw_index_vector(key, where))
+
+
+def _candidates(ctx, trainer, meta, own: dict, leaf: int, where, progress: float) -> list:
+    """Every eligible decision of sub-supernet `leaf` with its mean distance matrix and cut."""
+    cfg = ctx.cfg
+    names = splits.SplitTree.from_dict(meta["tree"]).eligible(ctx.space, leaf, cfg.split.decisions)
+    x, y = (trainer.batches.x, trainer.batches.y)
+    scoring = Batches(x, y, cfg.supernet.batch_size, seed=cfg.seed + 1000 + meta["rounds"])
+    batches = [next(scoring) for _ in range(cfg.split.batches)]
+    key = jax.random.fold_in(jax.random.key(cfg.seed + 1000 + meta["rounds"]), leaf)
+    mixes = [_mixing(ctx, trainer, own, where, jax.random.fold_in(key, b), progress)
+             for b in range(len(batches))]
+    shard = ctx.parallel.shard
+    found = []
+    for name in names:
+        total = sum(splits.option_distances(ctx.graphdef, name, cfg.split.distance, own["params"],
+                                            own["rest"], shard(bx), shard(by), mix)
+                    for (bx, by), mix in zip(batches, mixes))
+        found.append(splits.candidate(name, ctx.space.choices[name], np.asarray(total) / len(batches)))
+    return found
+
+
+def _split_round(ctx, state, trainer, stepper, arrays: dict, step: int):
+    """Split every sub-supernet in two along its most conflicting decision; the children
+    inherit everything of their parent (or start afresh at the last split with
+    `split.restart`). Returns the new stepper."""
+    meta, cfg = state.meta[NAME], ctx.cfg
+    stepper.write(arrays)
+    split_tree = splits.SplitTree.from_dict(meta["tree"])
+    progress = step / max(trainer.steps, 1)
+    picks = []
+    for i in range(split_tree.size):
+        where = _where(ctx, trainer, meta, split_tree.space(ctx.space, i), i)
+        found = _candidates(ctx, trainer, meta, _own(arrays, i), i, where, progress)
+        picks.append((splits.choose(found), found))
+    epoch = step // trainer.steps_per_epoch
+    parents = split_tree.split_round(picks, epoch)
+    children = _slice(_own(arrays, None), np.asarray(parents))
+    if cfg.split.restart and meta["rounds"] + 1 == len(cfg.split.epochs):
+        children = _restarted(ctx, trainer, children, meta["rounds"])
+    arrays.update(ctx.parallel.replicate(children))
+    meta.update(tree=split_tree.to_dict(), rounds=meta["rounds"] + 1, sub_extremes=[
+        list(anchors(ctx, split_tree.space(ctx.space, i))) for i in range(split_tree.size)])
+    for s in split_tree.splits[-len(picks):]:
+        ctx.log.log("split", meta["rounds"], epoch=epoch, decision=s["decision"], cut=s["cut"],
+                    sub_supernets=split_tree.size)
+    ctx.say(f"split at epoch {epoch}: {split_tree.size} sub-supernets\n" + split_tree.describe())
+    return _stepper(ctx, trainer, arrays, meta)
+
+
+def _restarted(ctx, trainer, children: dict, rounds: int) -> dict:
+    """Children with fresh weights, BatchNorm statistics, α and optimizer moments; the
+    optimizer's counters (integer leaves: the learning-rate schedule) run on."""
+    fresh = []
+    for i in range(len(jax.tree.leaves(children["params"])[0])):
+        key = jax.random.fold_in(jax.random.key(ctx.cfg.seed + 2000 + rounds), i)
+        model = nas.supernet(ctx.space, seed=int(jax.random.randint(key, (), 0, 2 ** 30)))
+        fresh.append(_fresh(ctx, trainer, key, model))
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *fresh)
+
+    def pick(new, old):
+        return new if jnp.issubdtype(new.dtype, jnp.floating) else old
+    return jax.tree.map(pick, stacked, children)
+
+
+def _sync(ctx, state, trainer, stepper, arrays, key, step, losses, alpha_losses) -> None:
     """Write the loop's progress into the run state (before a save)."""
     length = trainer.steps_per_epoch
+    stepper.write(arrays)
     arrays["key"] = jax.random.key_data(key)
     arrays["epoch_losses"] = ctx.parallel.replicate(_pending(losses, length))
     if ctx.gradient:
@@ -198,24 +481,27 @@ def run(ctx, state: RunState) -> RunState:
     done = ctx.log.phase(NAME)
     last = done[-1]["loss"] if done else None  # the latest epoch's loss: what "best" ranks by
     shard = ctx.parallel.shard
+    stepper = _stepper(ctx, trainer, arrays, meta)
     while step < trainer.steps:
+        if _split_due(ctx, meta, step, spe):
+            stepper = _split_round(ctx, state, trainer, stepper, arrays, step)
+            phases.checkpoint(ctx, state, functools.partial(
+                _sync, ctx, state, trainer, stepper, arrays, key, step, losses, alpha_losses), force=True)
         key, sub = jax.random.split(key)
         x, y = next(trainer.batches)
-        if ctx.gradient:
-            xv, yv = next(trainer.arch_batches)
-            (arrays["params"], arrays["rest"], arrays["opt"], arrays["alpha"], arrays["alpha_opt"],
-             metrics) = trainer.step_fn(
-                arrays["params"], arrays["rest"], arrays["opt"], arrays["alpha"], arrays["alpha_opt"],
-                shard(x), shard(y), shard(xv), shard(yv), sub, jnp.float32(step / max(trainer.steps, 1)))
-            losses.append(metrics["loss"])
-            alpha_losses.append(metrics["alpha_loss"])
-        else:
-            arrays["params"], arrays["rest"], arrays["opt"], loss = trainer.step_fn(
-                arrays["params"], arrays["rest"], arrays["opt"], shard(x), shard(y), sub)
-            losses.append(loss)
+        xv, yv = next(trainer.arch_batches) if ctx.gradient else (None, None)
+        loss, alpha_loss = stepper.step(shard(x), shard(y), None if xv is None else shard(xv),
+                                        None if yv is None else shard(yv), sub,
+                                        jnp.float32(step / max(trainer.steps, 1)))
+        losses.append(loss)
+        if alpha_loss is not None:
+            alpha_losses.append(alpha_loss)
         step += 1
+        if is_split(ctx):
+            meta["sub_supernet_steps"] += stepper.count
         bar.update(1)
         if step % spe == 0:
+            stepper.write(arrays)
             record = _epoch_record(ctx, arrays, losses, alpha_losses)
             ctx.log.log(NAME, step // spe, **record)
             bar.set_postfix({k: round(v, 4) for k, v in record.items()})
@@ -223,10 +509,10 @@ def run(ctx, state: RunState) -> RunState:
             losses, alpha_losses = [], []
 
         if step < trainer.steps:  # the last step's state is saved by `finish`
-            phases.checkpoint(ctx, state, functools.partial(_sync, ctx, state, trainer, arrays, key,
-                                                            step, losses, alpha_losses),
+            phases.checkpoint(ctx, state, functools.partial(_sync, ctx, state, trainer, stepper, arrays,
+                                                            key, step, losses, alpha_losses),
                               metrics=None if last is None else {"supernet_loss": last})
-    _sync(ctx, state, trainer, arrays, key, step, losses, alpha_losses)
+    _sync(ctx, state, trainer, stepper, arrays, key, step, losses, alpha_losses)
     bar.close()
     ctx.clock.stop(NAME)
     return phases.finish(ctx, state, NAME, metrics=None if last is None else {"supernet_loss": last})
