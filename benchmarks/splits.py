@@ -39,13 +39,11 @@ BASE = {
 }
 
 
-def _config(seed: int, epochs: int, split: list, budget: int | None, quick: bool) -> dict:
-    cfg = {**BASE, "seed": seed, "supernet": {**BASE["supernet"], "epochs": epochs},
-           "search": {**BASE["search"], "max_params": budget}, "split": {"epochs": split}}
-    if quick:
-        cfg["search"] = {**cfg["search"], "evaluations": 60}
-        cfg["retrain"] = {**cfg["retrain"], "epochs": 5}
-    return cfg
+def _config(seed: int, epochs: int, split: list, budget: int | None, evaluations: int,
+            retrain_epochs: int) -> dict:
+    return {**BASE, "seed": seed, "supernet": {**BASE["supernet"], "epochs": epochs},
+            "search": {**BASE["search"], "max_params": budget, "evaluations": evaluations},
+            "retrain": {**BASE["retrain"], "epochs": retrain_epochs}, "split": {"epochs": split}}
 
 
 def _ranking_and_pick(run_dir: Path, table) -> dict:
@@ -60,7 +58,7 @@ def _ranking_and_pick(run_dir: Path, table) -> dict:
     return out
 
 
-def ranking(seeds: int = 2, quick: bool = False) -> None:
+def ranking(seeds: int = 2, evaluations: int = 300, retrain_epochs: int = 50) -> None:
     from launch import config as configs
     from launch.bench.table import load
     from launch.run import run_search
@@ -70,7 +68,7 @@ def ranking(seeds: int = 2, quick: bool = False) -> None:
         for budget in (None, 5000):
             for name, (epochs, split) in SETTINGS.items():
                 for seed in range(seeds):
-                    cfg = configs.from_dict(_config(seed, epochs, split, budget, quick))
+                    cfg = configs.from_dict(_config(seed, epochs, split, budget, evaluations, retrain_epochs))
                     run_dir = Path(tmp) / f"{name}-{budget}-{seed}".replace(" ", "_")
                     started = time.perf_counter()
                     run_search(cfg, run_dir, progress=False, echo=lambda text: None)
@@ -80,7 +78,8 @@ def ranking(seeds: int = 2, quick: bool = False) -> None:
                     shown = yaml.safe_dump({k: round(v, 4) for k, v in result.items()},
                                            default_flow_style=True)
                     print(f"  {name}, budget {budget}, seed {seed}: {shown.strip()}", flush=True)
-    print(f"\nsplits on cnn1d/MNIST-1D, {seeds} seeds (mean ± sd), equal total supernet epochs (20):")
+    print(f"\nsplits on cnn1d/MNIST-1D, {seeds} seeds (mean ± sd), equal total supernet epochs (20), "
+          f"{evaluations} evaluations, picks retrained {retrain_epochs} epochs:")
     print(f"{'budget':<8} {'setting':<17} {'τ all archs':>13} {'τ in budget':>13} {'pick test acc':>14} "
           f"{'seconds':>8}")
     for (budget, name), results in rows.items():
@@ -135,5 +134,8 @@ def speed(repeats: int = 20) -> None:
 
 
 def run(seeds: int = 2, quick: bool = False, repeats: int = 20) -> None:
-    speed(repeats)
-    ranking(seeds, quick)
+    speed(5 if quick else repeats)
+    if quick:
+        ranking(1, evaluations=60, retrain_epochs=5)
+    else:
+        ranking(seeds)

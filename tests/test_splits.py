@@ -286,3 +286,26 @@ def test_joint_training_steps_like_one_after_another(tmp_path, method):
         finals[training] = jax.tree.map(np.asarray, supernet._own(arrays, None))
     for joint, sequential in zip(jax.tree.leaves(finals["joint"]), jax.tree.leaves(finals["sequential"])):
         np.testing.assert_allclose(joint, sequential, rtol=2e-4, atol=2e-5)
+
+
+def test_split_config_errors_name_the_field_and_value():
+    from launch import config as configs
+    base = {"supernet": {"epochs": 10}}
+    cases = [
+        ({"split": {"epochs": [10]}}, r"split.epochs = \[10\]: increasing supernet epochs in \[1, "
+                                      r"supernet.epochs = 10\)"),
+        ({"split": {"epochs": [5, 3]}}, r"split.epochs = \[5, 3\]"),
+        ({"split": {"epochs": [3], "decisions": ["chanels_0"]}},
+         r"'chanels_0' is not a choice of space 'cnn1d'.*channels_0"),
+        ({"split": {"epochs": [3], "distance": "l1"}}, r"split.distance = 'l1' is not allowed"),
+        ({"split": {"epochs": [3], "training": "parallel"}}, r"split.training = 'parallel'"),
+        ({"split": {"epochs": [3], "batches": 0}}, r"split.batches = 0: must be ≥ 1"),
+        ({"split": {"epochs": [3]}, "search": {"evaluator": "gradsign"}}, r"trains none"),
+        ({"split": {"epochs": [3]}, "retrain": {"mode": "finetune"}}, r"retrain them from scratch"),
+        ({"split": {"epochs": [3]}, "sparse": {"sparsity": 0.5}}, r"dense-only"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(ValueError, match=message):
+            configs.from_dict({**base, **extra})
+    cfg = configs.from_dict({**base, "split": {"epochs": [3, 6], "decisions": ["depth_0", "channels_1"]}})
+    assert cfg.split.epochs == [3, 6] and cfg.split.training == "auto"
