@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 demo: install
 	$(NAS) search examples/quick.yaml --out runs/demo
 
+# Tests share one persistent XLA cache (their subprocesses too): what one test compiled,
+# the next one that runs the same computation loads instead of compiling again.
 test: install
-	$(PY) -m pytest -n 2 tests
+	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.pytest_cache/xla JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0.2 \
+		$(PY) -m pytest -n 2 --dist worksteal tests
 
 lint: install
 	$(VENV)/bin/ruff check .
