@@ -3,6 +3,8 @@ import argparse
 
 from benchmarks import (
     checkpoints,
+    mask_tax,
+    peer,
     proxies,
     scale,
     search_steps,
@@ -11,8 +13,8 @@ from benchmarks import (
     supernet_overhead,
 )
 
-BENCHMARKS = ("supernet_overhead", "search_steps", "scale", "checkpoints", "sparse_costs", "sparse_accuracy",
-              "proxies")
+BENCHMARKS = ("supernet_overhead", "search_steps", "mask_tax", "peer", "scale", "checkpoints", "sparse_costs",
+              "sparse_accuracy", "proxies")
 
 
 def main():
@@ -28,6 +30,10 @@ def main():
         supernet_overhead.run(repeats=repeats)
     if "search_steps" in args.only:
         search_steps.run(repeats=repeats)
+    if "mask_tax" in args.only:
+        mask_tax.run(repeats=repeats)
+    if "peer" in args.only:
+        peer.run(repeats=3 if args.quick else 5)
     if "scale" in args.only:
         scale.run(repeats=repeats)
     if "checkpoints" in args.only:
