@@ -295,10 +295,13 @@ class MultiHeadAttention(nnx.Module):
         logits = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(float(self.head_dim))
         attn = jax.nn.softmax(logits, axis=-1)
         out = jnp.einsum("bhts,bshd->bthd", attn, v)
+        # Both masks are folded into the projection (heads on its first axis, embed on its
+        # last) instead of multiplying [batch, tokens, ...] activations.
+        proj = self.proj[...]
         if head_mask is not None:
-            out = out * head_mask[:, None]
-        y = jnp.einsum("bthd,hde->bte", out, self.proj[...]) + self.proj_bias[...]
-        return _masked(y, embed_mask)
+            proj = proj * head_mask[:, None, None]
+        y = jnp.einsum("bthd,hde->bte", out, _masked(proj, embed_mask))
+        return y + _masked(self.proj_bias[...], embed_mask)
 
 
 def max_pool(x, window: int, stride: int):
