@@ -397,11 +397,20 @@ def _check_split(cfg: Config) -> None:
         raise ValueError(f"config split.epochs = {epochs!r}: increasing supernet epochs in "
                          f"[1, supernet.epochs = {cfg.supernet.epochs}) (a split needs training "
                          "before and after it)")
-    names = space(cfg.space.name, cfg.space.options).names
+    searched = space(cfg.space.name, cfg.space.options)
+    names = searched.names
     for decision in split.decisions:
         if decision not in names:
             raise ValueError(f"config split.decisions: {decision!r} is not a choice of space "
                              f"{cfg.space.name!r}{closest(str(decision), names)}; choices are {list(names)}")
+        if len(searched.choices[decision]) < 2:
+            raise ValueError(f"config split.decisions: {decision!r} has a single option "
+                             f"{list(searched.choices[decision])}; it cannot be split")
+    # Each round splits every sub-supernet along a decision not yet split on its path.
+    splittable = [n for n in (split.decisions or names) if len(searched.choices[n]) > 1]
+    if len(epochs) > len(splittable):
+        raise ValueError(f"config split.epochs = {epochs!r}: {len(epochs)} rounds of splits need as many "
+                         f"splittable decisions; there are {len(splittable)} ({splittable})")
     if uses_proxy(cfg):
         raise ValueError(f"config split.epochs: splits cut a trained supernet; search.evaluator = "
                          f"{cfg.search.evaluator!r} trains none")

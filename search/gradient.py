@@ -91,7 +91,11 @@ def discretise(space, alpha, allowed=None) -> dict:
         v, None if allowed is None else np.asarray(allowed[k]))) for k, v in alpha.items()})
 
 
-def entropy(alpha) -> float:
-    """Mean entropy (nats) of softmax(α) over decisions: near log K = undecided, 0 = decided."""
-    values = [float(-jnp.sum(jax.nn.softmax(a) * jax.nn.log_softmax(a))) for a in alpha.values()]
-    return float(np.mean(values))
+def entropy(alpha, allowed=None) -> float:
+    """Mean entropy (nats) of softmax(α) over decisions (over the `allowed` options of
+    each): near log K = undecided, 0 = decided."""
+    def one(name, a):
+        logits = samplers.masked_logits(a, None if allowed is None else allowed[name])
+        p, log_p = jax.nn.softmax(logits), jax.nn.log_softmax(logits)
+        return float(-jnp.sum(jnp.where(p > 0, p * log_p, 0.0)))
+    return float(np.mean([one(name, a) for name, a in alpha.items()]))

@@ -6,17 +6,22 @@ that pull those weights in opposite directions. For a decision d with options
 o_1 … o_K, `option_distances` sets d to each one-hot option in turn (one
 `vmap` over the K encodings; the other decisions at the mixing the supernet
 trains with) and takes the loss gradient of the weights d's options share:
-the elements every option uses (the same element is nonzero in each option's
-gradient). Weights only some options use — an op's own kernel, the outer
-channels of a wider option — are d's own and left out. The distance of two
-options is 1 − cos(g_i, g_j) (or ‖g_i − g_j‖², `metric="l2"`); the matrices
-of several batches are averaged by the caller.
+the elements every option uses. `option_support` finds them first — an element
+is used by an option when its gradient is nonzero on any of the scoring batches,
+and shared when every option uses it — so a ReLU that happens to be dead on one
+batch does not drop an element. Weights only some options use (an op's own
+kernel, the outer channels of a wider option) are d's own and left out; the
+core of an entangled kernel that every option uses is shared and kept. The
+distance of two options is 1 − cos(g_i, g_j) (or ‖g_i − g_j‖², `metric="l2"`);
+the matrices of several batches are averaged by the caller.
 
-`min_cut(D)` partitions the options into two non-empty groups minimising the
-distance within groups, i.e. maximising the cut Σ_{i∈A, j∈B} D_ij: exhaustive
-up to `EXHAUSTIVE` options, beyond that a local search (`_local_cut`). The
-decision with the largest cut is split (`choose`); each group becomes a
-sub-supernet, a restricted space (`Space.restrict`) over the same weights.
+`min_cut(D)` partitions the options into two groups minimising the distance
+within groups, i.e. maximising the cut Σ_{i∈A, j∈B} D_ij, each group at least
+`min_group(K)` options (2 from 4 options on, as the reference implementation
+does: a lone outlier option would take a whole sub-supernet); exhaustive up to
+`EXHAUSTIVE` options, beyond that a local search (`_local_cut`). The decision
+with the largest cut is split (`choose`); each group becomes a sub-supernet, a
+restricted space (`Space.restrict`) over the same weights.
 `SplitTree` records every split: the sub-supernet split, the decision, every
 candidate decision's matrix and cut, and the groups.
 """
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -42,12 +47,25 @@ def allowed(space, sub_space) -> dict[str, np.ndarray]:
             for name, options in space.choices.items()}
 
 
-def _shared_flat(grads) -> jax.Array:
-    """[K, P]: each option's gradient over the elements every option's gradient uses."""
-    leaves = jax.tree.leaves(grads)
-    flat = jnp.concatenate([g.reshape(g.shape[0], -1) for g in leaves], axis=1)
-    used_by_all = jnp.all(flat != 0, axis=0)
-    return jnp.where(used_by_all, flat, 0.0)
+def _option_gradients(graphdef, name, params, rest, x, y, probs) -> jax.Array:
+    """[K, P]: the flattened loss gradient with decision `name` at each one-hot option."""
+    options = probs[name].shape[-1]
+
+    def gradient_at(one_hot):
+        def loss(p):
+            logits, _ = engine.apply(graphdef, p, rest, x, {**probs, name: one_hot}, train=True)
+            return engine.cross_entropy(logits, y)
+        return jax.grad(loss)(params)
+
+    grads = jax.vmap(gradient_at)(jnp.eye(options, dtype=jnp.float32))
+    return jnp.concatenate([g.reshape(options, -1) for g in jax.tree.leaves(grads)], axis=1)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def option_support(graphdef, name: str, params, rest, x, y, probs) -> jax.Array:
+    """bool[K, P]: the elements each option of `name` moves on this batch (OR them over
+    batches, then AND over the options: the shared elements)."""
+    return _option_gradients(graphdef, name, params, rest, x, y, probs) != 0
 
 
 def distances(flat: jax.Array, metric: str = "cosine") -> jax.Array:
@@ -64,20 +82,12 @@ def distances(flat: jax.Array, metric: str = "cosine") -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def option_distances(graphdef, name: str, metric: str, params, rest, x, y, probs) -> jax.Array:
-    """[K, K] distances between the options of decision `name` on one batch: the model
-    at `probs` with `name` set to each one-hot option (BatchNorm in train mode, as the
-    supernet trains)."""
-    options = probs[name].shape[-1]
-
-    def gradient_at(one_hot):
-        def loss(p):
-            logits, _ = engine.apply(graphdef, p, rest, x, {**probs, name: one_hot}, train=True)
-            return engine.cross_entropy(logits, y)
-        return jax.grad(loss)(params)
-
-    grads = jax.vmap(gradient_at)(jnp.eye(options, dtype=jnp.float32))
-    return distances(_shared_flat(grads), metric)
+def option_distances(graphdef, name: str, metric: str, params, rest, x, y, probs, shared) -> jax.Array:
+    """[K, K] distances between the options of decision `name` on one batch over the
+    `shared` elements (bool[P]): the model at `probs` with `name` set to each one-hot
+    option (BatchNorm in train mode, as the supernet trains)."""
+    flat = _option_gradients(graphdef, name, params, rest, x, y, probs)
+    return distances(jnp.where(shared, flat, 0.0), metric)
 
 
 def cut_value(distance: np.ndarray, group: np.ndarray) -> float:
@@ -86,38 +96,53 @@ def cut_value(distance: np.ndarray, group: np.ndarray) -> float:
     return float(distance[np.ix_(group, ~group)].sum())
 
 
-def min_cut(distance) -> tuple[np.ndarray, float]:
+def min_group(options: int) -> int:
+    """The fewest options a group of a split may hold: 1 below 4 options, else 2."""
+    return 1 if options < 4 else 2
+
+
+def min_cut(distance, allowed: Callable[[np.ndarray], bool] | None = None) -> tuple[np.ndarray, float] | None:
     """(group, cut): the two-way partition of the options (bool[K], True = the group
-    of option 0) with the least distance within groups, and its cut. Exhaustive up
-    to `EXHAUSTIVE` options (ties: the first found, option 0's group growing in
-    binary order); beyond, `_local_cut`."""
+    of option 0) with the least distance within groups, and its cut; each group holds
+    at least `min_group(K)` options and, with `allowed`, `allowed(group)` holds (e.g.
+    both halves keep an arch within the budget). None when no partition qualifies.
+    Exhaustive up to `EXHAUSTIVE` options (ties: the first found, option 0's group
+    growing in binary order); beyond, `_local_cut`."""
     d = np.asarray(distance, np.float64)
     k = d.shape[0]
     if d.shape != (k, k) or k < 2:
         raise ValueError(f"min_cut needs a square matrix of ≥ 2 options, got shape {d.shape}")
     d = (d + d.T) / 2
     np.fill_diagonal(d, 0.0)
+    smallest = min_group(k)
     if k > EXHAUSTIVE:
-        return _local_cut(d)
+        group, cut = _local_cut(d, smallest)
+        return (group, cut) if allowed is None or allowed(group) else None
     # Option 0 is always in the first group: each partition is listed once.
     codes = np.arange(2 ** (k - 1) - 1)
     others = ((codes[:, None] >> np.arange(k - 1)) & 1).astype(bool)  # which of 1..K-1 join group 0
     groups = np.concatenate([np.ones((len(codes), 1), bool), others], axis=1)
+    sizes = groups.sum(1)
+    groups = groups[(sizes >= smallest) & (k - sizes >= smallest)]
     g = groups.astype(np.float64)
     cuts = np.einsum("mi,ij,mj->m", g, d, 1 - g)
-    best = int(np.argmax(cuts))
-    return groups[best], float(cuts[best])
+    for best in np.argsort(-cuts, kind="stable"):
+        if allowed is None or allowed(groups[best]):
+            return groups[best], float(cuts[best])
+    return None
 
 
-def _local_cut(d: np.ndarray) -> tuple[np.ndarray, float]:
+def _local_cut(d: np.ndarray, smallest: int) -> tuple[np.ndarray, float]:
     """Max-cut by local search: start from the signs of the eigenvector of D's least
     eigenvalue (the relaxation of min xᵀDx over x ∈ {±1}ᴷ, which is max cut), then
-    move single options across while the cut grows and both groups stay non-empty.
-    A local optimum: no single move improves it."""
+    move single options across while the cut grows and both groups keep `smallest`
+    options. A local optimum: no single move improves it."""
     _, vectors = np.linalg.eigh(d)
-    group = vectors[:, 0] >= 0
-    if group.all() or not group.any():
-        group = np.arange(len(d)) == int(np.argmax(d.sum(1)))
+    # Start from the sign pattern, balanced to at least `smallest` a side.
+    order = np.argsort(vectors[:, 0])
+    count = int(np.clip((vectors[:, 0] >= 0).sum(), smallest, len(d) - smallest))
+    group = np.zeros(len(d), bool)
+    group[order[len(d) - count:]] = True
     gains = True
     while gains:
         gains = False
@@ -125,7 +150,7 @@ def _local_cut(d: np.ndarray) -> tuple[np.ndarray, float]:
             same, other = (group == group[i]), (group != group[i])
             # Moving i across turns its distances to its own side into cut, and back.
             gain = d[i, same].sum() - d[i, other].sum()
-            if gain > 1e-12 and same.sum() > 1:
+            if gain > 1e-12 and same.sum() > smallest:
                 group[i] = not group[i]
                 gains = True
     if not group[0]:
@@ -143,10 +168,18 @@ class Candidate:
     cut: float
 
 
-def candidate(decision: str, options: Sequence, matrix) -> Candidate:
-    """`decision`'s min cut of the mean distance `matrix` over its `options`."""
-    group, cut = min_cut(matrix)
+def candidate(decision: str, options: Sequence, matrix,
+              allowed: Callable[[list, list], bool] | None = None) -> Candidate | None:
+    """`decision`'s min cut of the mean distance `matrix` over its `options`, among the
+    partitions `allowed(group_a, group_b)` accepts (lists of options); None if none is."""
     options = list(options)
+
+    def accepts(group):
+        return allowed([o for o, g in zip(options, group) if g], [o for o, g in zip(options, group) if not g])
+    found = min_cut(matrix, None if allowed is None else accepts)
+    if found is None:
+        return None
+    group, cut = found
     return Candidate(decision, options, np.asarray(matrix, float).round(6).tolist(),
                      [[o for o, g in zip(options, group) if g], [o for o, g in zip(options, group) if not g]],
                      cut)

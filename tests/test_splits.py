@@ -18,11 +18,11 @@ from search import engine, oneshot, samplers, splits
 # ---------------------------------------------------------------- min cut
 
 
-def brute_force_cut(d: np.ndarray) -> float:
-    """The largest Σ_{i∈A, j∉A} D_ij over every non-empty proper subset A."""
+def brute_force_cut(d: np.ndarray, smallest: int = 1) -> float:
+    """The largest Σ_{i∈A, j∉A} D_ij over every subset A with ≥ `smallest` options on each side."""
     k = len(d)
     best = -math.inf
-    for size in range(1, k):
+    for size in range(smallest, k - smallest + 1):
         for group in itertools.combinations(range(k), size):
             inside = np.isin(np.arange(k), group)
             best = max(best, sum(d[i, j] for i in range(k) for j in range(k) if inside[i] and not inside[j]))
@@ -42,9 +42,20 @@ def test_min_cut_equals_brute_force(k):
     for _ in range(5):
         d = _random_distance(rng, k)
         group, cut = splits.min_cut(d)
-        assert cut == pytest.approx(brute_force_cut(d), rel=1e-12)
-        assert group[0] and 0 < group.sum() < k
+        smallest = 1 if k < 4 else 2
+        assert cut == pytest.approx(brute_force_cut(d, smallest), rel=1e-12)
+        assert group[0] and smallest <= group.sum() <= k - smallest
         assert splits.cut_value(d, group) == pytest.approx(cut)
+        # With a filter, the best partition it accepts.
+        accepted = [g for g in itertools.combinations(range(1, k), k // 2)]
+        def accepts(g):
+            return tuple(np.flatnonzero(~g)) in accepted
+        filtered = splits.min_cut(d, accepts)
+        if filtered is not None:
+            best = max(splits.cut_value(d, ~np.isin(np.arange(k), a)) for a in accepted
+                       if k - len(a) >= smallest)
+            assert filtered[1] == pytest.approx(best)
+    assert splits.min_cut(d, lambda g: False) is None
 
 
 def test_min_cut_beyond_exhaustive_is_a_local_optimum_near_the_best():
@@ -53,13 +64,22 @@ def test_min_cut_beyond_exhaustive_is_a_local_optimum_near_the_best():
     for _ in range(3):
         d = _random_distance(rng, k)
         group, cut = splits.min_cut(d)
-        assert 0 < group.sum() < k
+        assert 2 <= group.sum() <= k - 2
         for i in range(k):  # no single option's move improves the cut
-            if (group == group[i]).sum() > 1:
+            if (group == group[i]).sum() > 2:
                 moved = group.copy()
                 moved[i] = not moved[i]
                 assert splits.cut_value(d, moved) <= cut + 1e-9
-        assert cut >= 0.95 * brute_force_cut(d)
+        assert cut >= 0.95 * brute_force_cut(d, 2)
+
+
+def test_a_lone_outlier_does_not_take_a_sub_supernet():
+    d = np.full((5, 5), 0.1)
+    d[4, :4] = d[:4, 4] = 1.9  # option 4 far from all others
+    np.fill_diagonal(d, 0)
+    group, _ = splits.min_cut(d)
+    assert 2 <= group.sum() <= 3
+    assert splits.min_cut(d[:3, :3] + np.diag([0, 0, 0]))[0].sum() in (1, 2)  # 3 options: 1 | 2
 
 
 def test_two_clusters_are_separated():
@@ -122,8 +142,16 @@ def test_the_conflicting_decision_is_split_between_its_opposed_options():
     mixing = {"conflict": jnp.asarray([0.4, 0.3, 0.2, 0.1]), "agree": jnp.full((3,), 1 / 3)}
     found = []
     for name in space.names:
-        d = np.asarray(splits.option_distances(graphdef, name, "cosine", params, rest, x, y, mixing))
+        shared = jnp.all(splits.option_support(graphdef, name, params, rest, x, y, mixing), axis=0)
+        d = np.asarray(splits.option_distances(graphdef, name, "cosine", params, rest, x, y, mixing, shared))
         found.append(splits.candidate(name, space.choices[name], d))
+    # Only W is shared by `conflict`'s options: each own bias row moves under its option alone.
+    shared = np.asarray(jnp.all(splits.option_support(graphdef, "conflict", params, rest, x, y, mixing), 0))
+    assert shared.sum() == 6 * 3
+    # A filter that refuses the best partition: the next best is taken.
+    refused = splits.candidate("conflict", space.choices["conflict"], np.asarray(found[0].matrix),
+                               lambda a, b: sorted([a, b]) != [["a", "b"], ["c", "d"]])
+    assert refused.groups != [["a", "b"], ["c", "d"]] and refused.cut < 8
     conflict, agree = found
     # The own biases are left out: only the shared W's gradients are compared, which are
     # exactly parallel (distance 0) or opposed (distance 2).
@@ -303,9 +331,47 @@ def test_split_config_errors_name_the_field_and_value():
         ({"split": {"epochs": [3]}, "search": {"evaluator": "gradsign"}}, r"trains none"),
         ({"split": {"epochs": [3]}, "retrain": {"mode": "finetune"}}, r"retrain them from scratch"),
         ({"split": {"epochs": [3]}, "sparse": {"sparsity": 0.5}}, r"dense-only"),
+        ({"split": {"epochs": [3, 6], "decisions": ["depth_0"]}},
+         r"2 rounds of splits need as many splittable decisions; there are 1"),
     ]
     for extra, message in cases:
         with pytest.raises(ValueError, match=message):
             configs.from_dict({**base, **extra})
     cfg = configs.from_dict({**base, "split": {"epochs": [3, 6], "decisions": ["depth_0", "channels_1"]}})
     assert cfg.split.epochs == [3, 6] and cfg.split.training == "auto"
+
+
+def test_restart_gives_the_last_children_fresh_weights_and_adam_state_but_keeps_the_schedule(tmp_path):
+    import optax
+
+    from launch import config as configs
+    from launch.checkpoints import RunState
+    from launch.context import setup
+    from launch.phases import supernet
+    cfg = configs.from_dict({
+        "seed": 0, "space": {"name": "mlp"}, "data": {"name": "digits", "val_fraction": 0.2},
+        "supernet": {"method": "sandwich", "epochs": 2, "batch_size": 64},
+        "split": {"epochs": [1], "batches": 1, "restart": True}})
+    ctx = setup(cfg, tmp_path / "run", progress=False, echo=lambda text: None)
+    arrays, meta = supernet.init(ctx)
+    state = RunState({supernet.NAME: arrays}, {supernet.NAME: meta, "phases_done": []})
+    trainer = supernet._Trainer(ctx, meta)
+    stepper = supernet._stepper(ctx, trainer, arrays, meta)
+    for step in range(3):
+        x, y = next(trainer.batches)
+        stepper.step(x, y, None, None, jax.random.key(step), jnp.float32(0.1))
+    stepper.write(arrays)
+    parent = supernet._own(arrays, 0)
+    supernet._split_round(ctx, state, trainer, stepper, arrays, step=trainer.steps_per_epoch)
+
+    def states(opt, kind):
+        return [s for s in jax.tree.leaves(opt, is_leaf=lambda n: isinstance(n, kind)) if isinstance(s, kind)]
+    for i in range(2):
+        child = supernet.own(ctx, state, i)
+        assert not np.array_equal(np.asarray(jax.tree.leaves(child["params"])[0]),
+                                  np.asarray(jax.tree.leaves(parent["params"])[0]))
+        adam = states(child["opt"], optax.ScaleByAdamState)
+        assert adam and all(int(s.count) == 0 for s in adam)
+        assert all(float(jnp.abs(m).max()) == 0 for s in adam for m in jax.tree.leaves(s.mu))
+        schedule = states(child["opt"], optax.ScaleByScheduleState)
+        assert schedule and all(int(s.count) == 3 for s in schedule)

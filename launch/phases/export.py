@@ -76,13 +76,12 @@ def _sparsity_info(ctx, chosen: retrain.Retrained) -> dict:
 
 def _cost(ctx, state: RunState) -> dict:
     seconds = ctx.clock.snapshot()
-    ctrl = search.controller(ctx)
     return {
         "supernet_seconds": round(seconds.get(supernet.NAME, 0.0), 1),
         "supernet_steps": state.meta[supernet.NAME]["step"],
         **supernet.cost(ctx, state),
         "search_seconds": round(seconds.get(search.NAME, 0.0), 1),
-        "search_evaluations": len(search.evaluated(ctx, state)) if ctrl is not None else 1,
+        "search_evaluations": len(search.evaluated(ctx, state)),
         "retrain_seconds": round(seconds.get(retrain.NAME, 0.0), 1),
         "retrained_candidates": len(retrain.results(state)),
         "total_seconds": round(sum(seconds.values()), 1),

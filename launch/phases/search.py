@@ -74,13 +74,15 @@ def evaluated(ctx, state: RunState) -> list[tuple[dict, float]]:
 
 
 def sub_supernet_of(ctx, state: RunState, arch: dict) -> int:
-    """The sub-supernet of a split run that evaluated `arch` (the first, if several did)."""
+    """The sub-supernet of a split run that scored `arch` best (one network may be
+    scored by several: encodings differing only in decisions it does not use)."""
     meta = state.meta[NAME]
     wanted = ctx.space.canonical(arch)
-    for (evaluated_arch, _), sub in zip(meta["evaluated"], meta["evaluated_sub"]):
-        if ctx.space.canonical(evaluated_arch) == wanted:
-            return sub
-    raise ValueError(f"arch {arch} was not evaluated by any sub-supernet")
+    scored = [(score, sub) for (evaluated_arch, score), sub in zip(meta["evaluated"], meta["evaluated_sub"])
+              if ctx.space.canonical(evaluated_arch) == wanted]
+    if not scored:
+        raise ValueError(f"arch {arch} was not evaluated by any sub-supernet")
+    return max(scored, key=lambda pair: (pair[0], -pair[1]))[1]
 
 
 def make_evaluator(ctx, state: RunState, sub: int = 0) -> PopulationEvaluator | ProxyEvaluator:
@@ -104,8 +106,9 @@ def score(ctx, state: RunState, archs) -> list[float]:
     subs = supernet.sub_supernets(ctx, state)
     if len(subs) == 1:
         return make_evaluator(ctx, state).evaluate(archs)
+    archs = [ctx.space.validate(a) for a in archs]
     owners = [next(i for i, s in enumerate(subs) if all(a[k] in s.choices[k] for k in s.names))
-              for a in archs]
+              for a in archs]  # the leaves partition the space: exactly one holds each arch
     out = [0.0] * len(archs)
     for sub in sorted(set(owners)):
         mine = [i for i, o in enumerate(owners) if o == sub]
@@ -124,7 +127,8 @@ def _argmax(ctx, state: RunState, evaluator, meta: dict, sub: int = 0) -> dict:
         ctx.say("warning: the argmax arch is outside the budget; it is kept, as argmax "
                 "search has no constraint")
     accuracy = evaluator.evaluate([arch])[0]
-    ctx.log.log(NAME, sub + 1, evaluations=sub + 1, best_accuracy=accuracy)
+    best = max([accuracy, *(s for _, s in state.meta[NAME]["evaluated"])])
+    ctx.log.log(NAME, sub + 1, evaluations=sub + 1, best_accuracy=best)
     meta["evaluated"] = [(arch, accuracy)]
     return {"alpha": {k: np.asarray(v).tolist() for k, v in alpha.items()},
             "alpha_softmax": {k: np.round(np.asarray(jax.nn.softmax(samplers.masked_logits(
@@ -149,7 +153,8 @@ def _evolve(ctx, state: RunState, ctrl, evaluator, meta: dict, evaluations: int,
         anchors = [a for a in anchors if ctx.constraint is None or ctx.constraint(a)]
         if anchors:
             ctrl.tell(anchors, score(anchors))
-    before = len(state.meta[NAME]["evaluated"])  # of the sub-supernets searched already
+    pooled = state.meta[NAME]["evaluated"]  # of the sub-supernets searched already
+    before, best_before = len(pooled), max((s for _, s in pooled), default=-np.inf)
     bar = tqdm(total=evaluations, initial=len(ctrl.history), desc=f"search ({ctrl.name})",
                unit="arch", disable=not (ctx.progress and ctx.parallel.is_writer))
 
@@ -163,7 +168,7 @@ def _evolve(ctx, state: RunState, ctrl, evaluator, meta: dict, evaluations: int,
         rows = score(archs)
         ctrl.tell(archs, rows)
         accuracies = [r[0] if isinstance(r, tuple) else r for r in rows]
-        best = max(row[0] for _, row in ctrl.history)
+        best = max(best_before, max(row[0] for _, row in ctrl.history))
         ctx.log.log(NAME, before + len(ctrl.history), evaluations=before + len(ctrl.history),
                     best_accuracy=best, generation_mean=float(np.mean(accuracies)))
         bar.update(n)

@@ -20,10 +20,12 @@ vmapped step, or one after another through one compiled step (`split.training`).
 from __future__ import annotations
 
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
@@ -34,6 +36,7 @@ from launch import phases
 from launch.checkpoints import RunState
 from launch.data import Batches
 from search import controllers, engine, gradient, oneshot, samplers, splits
+from search.parallel import local_copy
 from sparse import masks as masklib
 
 NAME = "supernet"
@@ -135,6 +138,7 @@ class _Trainer:
 
     def __init__(self, ctx, meta: dict):
         self.ctx, self.meta = ctx, meta
+        self._pools = {}  # sub-supernet's choices → its feasible pool (sampling one is slow)
         sc = ctx.cfg.supernet
         self.batches, self.arch_batches = _batches(ctx)
         self.steps_per_epoch = self.batches.steps_per_epoch
@@ -168,8 +172,11 @@ class _Trainer:
         ctx = self.ctx
         if ctx.constraint is None:
             return None
-        sampler = controllers.get("random", space, seed=ctx.cfg.seed, constraint=ctx.constraint)
-        return np.stack([ctx.space.index_vector(a) for a in sampler.ask(POOL_SIZE)])
+        key = tuple(space.choices.items())
+        if key not in self._pools:
+            sampler = controllers.get("random", space, seed=ctx.cfg.seed, constraint=ctx.constraint)
+            self._pools[key] = np.stack([ctx.space.index_vector(a) for a in sampler.ask(POOL_SIZE)])
+        return self._pools[key]
 
     @functools.cached_property
     def step_fn(self):
@@ -256,13 +263,18 @@ def model_at(ctx, state: RunState, arch: dict):
     return nnx.merge(ctx.graphdef, params, state.arrays[NAME]["rest"])
 
 
-def _epoch_record(ctx, arrays, losses, alpha_losses) -> dict:
+def _epoch_record(ctx, arrays, meta, losses, alpha_losses) -> dict:
     record = {"loss": float(jnp.mean(jnp.stack(losses)))}
     if ctx.gradient:
         record["alpha_loss"] = float(jnp.mean(jnp.stack(alpha_losses)))
         alpha = arrays["alpha"]
-        record["alpha_entropy"] = gradient.entropy(alpha) if not is_split(ctx) else float(np.mean(
-            [gradient.entropy(_slice(alpha, i)) for i in range(len(jax.tree.leaves(alpha)[0]))]))
+        if not is_split(ctx):
+            record["alpha_entropy"] = gradient.entropy(alpha)
+        else:
+            split_tree = splits.SplitTree.from_dict(meta["tree"])
+            record["alpha_entropy"] = float(np.mean([gradient.entropy(
+                _slice(alpha, i), splits.allowed(ctx.space, split_tree.space(ctx.space, i)))
+                for i in range(split_tree.size)]))
     return record
 
 
@@ -322,7 +334,8 @@ class _Split:
         return {"params": params, "rest": rest, "opt": opt}, loss, None
 
     def step(self, x, y, xv, yv, key, progress):
-        keys = jax.random.split(key, self.count)
+        # Before the first split the one sub-supernet draws what an unsplit supernet would.
+        keys = key[None] if self.count == 1 else jax.random.split(key, self.count)
         if self.joint:
             self.state, loss, alpha_loss = self._one(self.trainer.stacked_step_fn, self.state, self.where,
                                                      x, y, xv, yv, keys, progress)
@@ -379,23 +392,49 @@ def _mixing(ctx, trainer, own: dict, where, key, progress):
 
 
 def _candidates(ctx, trainer, meta, own: dict, leaf: int, where, progress: float) -> list:
-    """Every eligible decision of sub-supernet `leaf` with its mean distance matrix and cut."""
+    """Every eligible decision of sub-supernet `leaf` with its mean distance matrix and cut
+    (over the elements all its options use on some scoring batch), among the partitions
+    whose two halves both keep an arch within the budget. A decision with no shared
+    element or no such partition is left out."""
     cfg = ctx.cfg
-    names = splits.SplitTree.from_dict(meta["tree"]).eligible(ctx.space, leaf, cfg.split.decisions)
+    split_tree = splits.SplitTree.from_dict(meta["tree"])
+    sub_space = split_tree.space(ctx.space, leaf)
     x, y = (trainer.batches.x, trainer.batches.y)
     scoring = Batches(x, y, cfg.supernet.batch_size, seed=cfg.seed + 1000 + meta["rounds"])
-    batches = [next(scoring) for _ in range(cfg.split.batches)]
+    batches = [(ctx.parallel.shard(bx), ctx.parallel.shard(by)) for bx, by in
+               (next(scoring) for _ in range(cfg.split.batches))]
     key = jax.random.fold_in(jax.random.key(cfg.seed + 1000 + meta["rounds"]), leaf)
     mixes = [_mixing(ctx, trainer, own, where, jax.random.fold_in(key, b), progress)
              for b in range(len(batches))]
-    shard = ctx.parallel.shard
     found = []
-    for name in names:
+    for name in split_tree.eligible(ctx.space, leaf, cfg.split.decisions):
+        used = functools.reduce(jnp.logical_or, (
+            splits.option_support(ctx.graphdef, name, own["params"], own["rest"], bx, by, mix)
+            for (bx, by), mix in zip(batches, mixes)))
+        shared = jnp.all(used, axis=0)
+        if not bool(local_copy(jnp.any(shared))):
+            continue
         total = sum(splits.option_distances(ctx.graphdef, name, cfg.split.distance, own["params"],
-                                            own["rest"], shard(bx), shard(by), mix)
+                                            own["rest"], bx, by, mix, shared)
                     for (bx, by), mix in zip(batches, mixes))
-        found.append(splits.candidate(name, ctx.space.choices[name], np.asarray(total) / len(batches)))
+
+        def feasible(*groups, name=name):
+            return all(_has_feasible(ctx, sub_space.restrict(name, group)) for group in groups)
+        pick = splits.candidate(name, ctx.space.choices[name], np.asarray(local_copy(total)) / len(batches),
+                                None if ctx.constraint is None else feasible)
+        if pick is not None:
+            found.append(pick)
     return found
+
+
+def _has_feasible(ctx, space, tries: int = 200) -> bool:
+    """Whether `space` holds an arch within the budget: its smallest or largest (by
+    coordinate descent: exact for the shipped spaces' costs, monotone in each choice),
+    or one of `tries` random archs (for windows with a lower bound)."""
+    smallest, largest, _ = space.extremes(_size(ctx), limit=0)
+    rng = np.random.default_rng(0)
+    archs = itertools.chain([smallest, largest], (space.sample(rng) for _ in range(tries)))
+    return any(bool(ctx.constraint(a)) for a in archs)
 
 
 def _split_round(ctx, state, trainer, stepper, arrays: dict, step: int):
@@ -427,8 +466,9 @@ def _split_round(ctx, state, trainer, stepper, arrays: dict, step: int):
 
 
 def _restarted(ctx, trainer, children: dict, rounds: int) -> dict:
-    """Children with fresh weights, BatchNorm statistics, α and optimizer moments; the
-    optimizer's counters (integer leaves: the learning-rate schedule) run on."""
+    """Children with fresh weights, BatchNorm statistics, α and optimizer states (Adam's
+    step count included, so its bias correction starts over); only the learning-rate
+    schedules' step counts run on."""
     fresh = []
     for i in range(len(jax.tree.leaves(children["params"])[0])):
         key = jax.random.fold_in(jax.random.key(ctx.cfg.seed + 2000 + rounds), i)
@@ -436,9 +476,9 @@ def _restarted(ctx, trainer, children: dict, rounds: int) -> dict:
         fresh.append(_fresh(ctx, trainer, key, model))
     stacked = jax.tree.map(lambda *a: jnp.stack(a), *fresh)
 
-    def pick(new, old):
-        return new if jnp.issubdtype(new.dtype, jnp.floating) else old
-    return jax.tree.map(pick, stacked, children)
+    def schedule(node):
+        return isinstance(node, optax.ScaleByScheduleState)
+    return jax.tree.map(lambda new, old: old if schedule(new) else new, stacked, children, is_leaf=schedule)
 
 
 def _sync(ctx, state, trainer, stepper, arrays, key, step, losses, alpha_losses) -> None:
@@ -502,7 +542,7 @@ def run(ctx, state: RunState) -> RunState:
         bar.update(1)
         if step % spe == 0:
             stepper.write(arrays)
-            record = _epoch_record(ctx, arrays, losses, alpha_losses)
+            record = _epoch_record(ctx, arrays, meta, losses, alpha_losses)
             ctx.log.log(NAME, step // spe, **record)
             bar.set_postfix({k: round(v, 4) for k, v in record.items()})
             last = record["loss"]
