@@ -10,18 +10,20 @@ from benchmarks import (
     search_steps,
     sparse_accuracy,
     sparse_costs,
+    splits,
     supernet_overhead,
 )
 
 BENCHMARKS = ("supernet_overhead", "search_steps", "mask_tax", "peer", "scale", "checkpoints", "sparse_costs",
-              "sparse_accuracy", "proxies")
+              "sparse_accuracy", "proxies", "splits")
 
 
 def main():
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="fewer repetitions; sparse accuracy with 1 seed and short training; "
-                        "proxies on 4 archs × 32 examples")
+                        "proxies on 4 archs × 32 examples; splits with 1 seed, 60 evaluations, "
+                        "5 retrain epochs")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=BENCHMARKS,
                         help="run only these benchmarks")
     args = parser.parse_args()
@@ -50,6 +52,8 @@ def main():
             proxies.run(repeats=1, n_archs=4, chunks=(1, 4), examples=32)
         else:
             proxies.run(repeats=3)
+    if "splits" in args.only:
+        splits.run(quick=args.quick)
 
 
 if __name__ == "__main__":
