@@ -153,4 +153,5 @@ def make_step(graphdef, space, tx: optax.GradientTransformation, rule: str = "sa
 
     def whole_or(params, rest, opt_state, x, y, key, dom=None):
         return compiled(params, rest, opt_state, x, y, key, whole if dom is None else dom)
+    whole_or._cache_size = compiled._cache_size  # one entry per compilation, as on any jitted step
     return whole_or
