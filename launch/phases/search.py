@@ -211,7 +211,7 @@ def _mirror(ctx, record) -> None:
         write_json_atomic(ctx.run_dir / "search_state.json", record)
 
 
-def shares(evaluations: int, parts: int) -> list[int]:
+def _shares(evaluations: int, parts: int) -> list[int]:
     """`evaluations` split as evenly as possible over `parts` (the first ones get the rest)."""
     return [evaluations // parts + (i < evaluations % parts) for i in range(parts)]
 
@@ -227,7 +227,7 @@ def _search_sub_supernets(ctx, state: RunState) -> None:
     def mirror():
         _mirror(ctx, {"sub_supernets": [r.get("controller") or r.get("argmax") for r in records]})
 
-    for sub, (sub_space, evaluations) in enumerate(zip(subs, shares(ctx.cfg.search.evaluations, len(subs)))):
+    for sub, (sub_space, evaluations) in enumerate(zip(subs, _shares(ctx.cfg.search.evaluations, len(subs)))):
         if sub < len(records) and records[sub].get("done"):
             continue
         if sub == len(records):

@@ -391,7 +391,17 @@ def _mixing(ctx, trainer, own: dict, where, key, progress):
     return ctx.space.probs_from_index_vector(oneshot.draw_index_vector(key, where))
 
 
-def _candidates(ctx, trainer, meta, own: dict, leaf: int, where, progress: float) -> list:
+def _scoring_batches(ctx, trainer, meta) -> list:
+    """The round's scoring batches (a fixed shuffle of the weight-training split), the same
+    for every sub-supernet and decision: their distances are compared on equal data."""
+    cfg = ctx.cfg
+    scoring = Batches(trainer.batches.x, trainer.batches.y, cfg.supernet.batch_size,
+                      seed=cfg.seed + 1000 + meta["rounds"])
+    return [(ctx.parallel.shard(bx), ctx.parallel.shard(by)) for bx, by in
+            (next(scoring) for _ in range(cfg.split.batches))]
+
+
+def _candidates(ctx, trainer, meta, own: dict, leaf: int, where, progress: float, batches: list) -> list:
     """Every eligible decision of sub-supernet `leaf` with its mean distance matrix and cut
     (over the elements all its options use on some scoring batch), among the partitions
     whose two halves both keep an arch within the budget. A decision with no shared
@@ -399,10 +409,6 @@ def _candidates(ctx, trainer, meta, own: dict, leaf: int, where, progress: float
     cfg = ctx.cfg
     split_tree = splits.SplitTree.from_dict(meta["tree"])
     sub_space = split_tree.space(ctx.space, leaf)
-    x, y = (trainer.batches.x, trainer.batches.y)
-    scoring = Batches(x, y, cfg.supernet.batch_size, seed=cfg.seed + 1000 + meta["rounds"])
-    batches = [(ctx.parallel.shard(bx), ctx.parallel.shard(by)) for bx, by in
-               (next(scoring) for _ in range(cfg.split.batches))]
     key = jax.random.fold_in(jax.random.key(cfg.seed + 1000 + meta["rounds"]), leaf)
     mixes = [_mixing(ctx, trainer, own, where, jax.random.fold_in(key, b), progress)
              for b in range(len(batches))]
@@ -445,10 +451,10 @@ def _split_round(ctx, state, trainer, stepper, arrays: dict, step: int):
     stepper.write(arrays)
     split_tree = splits.SplitTree.from_dict(meta["tree"])
     progress = step / max(trainer.steps, 1)
-    picks = []
+    picks, batches = [], _scoring_batches(ctx, trainer, meta)
     for i in range(split_tree.size):
         where = _where(ctx, trainer, meta, split_tree.space(ctx.space, i), i)
-        found = _candidates(ctx, trainer, meta, _own(arrays, i), i, where, progress)
+        found = _candidates(ctx, trainer, meta, _own(arrays, i), i, where, progress, batches)
         picks.append((splits.choose(found), found))
     epoch = step // trainer.steps_per_epoch
     parents = split_tree.split_round(picks, epoch)
