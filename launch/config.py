@@ -176,6 +176,13 @@ class SplitConfig:
     training: str = "auto"              # joint (all sub-supernets in one vmapped step) |
     #                                     sequential (one after another, one compiled step) |
     #                                     auto: sequential on CPU, joint on GPU/TPU
+    only: int | None = None             # after the last split, train and search only this
+    #                                     sub-supernet (its index in the split tree; the others
+    #                                     stop there): one job per sub-supernet, e.g. on separate
+    #                                     machines; it trains exactly as in the full run
+    as_trials: bool = False             # `nas tune`: after the last split each sub-supernet
+    #                                     is a trial of its own (`split.only`); `nas search`
+    #                                     ignores it
 
 
 @dataclasses.dataclass
@@ -390,6 +397,10 @@ def _check_proxy_search(cfg: Config) -> None:
 def _check_split(cfg: Config) -> None:
     split = cfg.split
     if not split.epochs:
+        for name, value in (("only", split.only), ("as_trials", split.as_trials or None)):
+            if value is not None:
+                raise ValueError(f"config split.{name} = {value!r} needs split.epochs "
+                                 "(a split tree to take sub-supernets from)")
         return
     epochs = split.epochs
     if any(not isinstance(e, int) or isinstance(e, bool) or not 1 <= e < cfg.supernet.epochs
@@ -411,6 +422,13 @@ def _check_split(cfg: Config) -> None:
     if len(epochs) > len(splittable):
         raise ValueError(f"config split.epochs = {epochs!r}: {len(epochs)} rounds of splits need as many "
                          f"splittable decisions; there are {len(splittable)} ({splittable})")
+    if split.only is not None and (not isinstance(split.only, int) or isinstance(split.only, bool)
+                                   or not 0 <= split.only < 2 ** len(epochs)):
+        raise ValueError(f"config split.only = {split.only!r}: a sub-supernet's index in the split tree, "
+                         f"an int in [0, {2 ** len(epochs)}) for {len(epochs)} split round(s)")
+    if split.as_trials and split.only is not None:
+        raise ValueError(f"config split.only = {split.only!r} with split.as_trials: `nas tune` sets "
+                         "split.only of each sub-supernet's trial itself; leave it null")
     if uses_proxy(cfg):
         raise ValueError(f"config split.epochs: splits cut a trained supernet; search.evaluator = "
                          f"{cfg.search.evaluator!r} trains none")

@@ -333,6 +333,9 @@ def test_split_config_errors_name_the_field_and_value():
         ({"split": {"epochs": [3]}, "sparse": {"sparsity": 0.5}}, r"dense-only"),
         ({"split": {"epochs": [3, 6], "decisions": ["depth_0"]}},
          r"2 rounds of splits need as many splittable decisions; there are 1"),
+        ({"split": {"only": 0}}, r"split.only = 0 needs split.epochs"),
+        ({"split": {"epochs": [3, 6], "only": 4}}, r"split.only = 4: .* an int in \[0, 4\)"),
+        ({"split": {"epochs": [3], "only": 1, "as_trials": True}}, r"`nas tune` sets split.only"),
     ]
     for extra, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -375,3 +378,44 @@ def test_restart_gives_the_last_children_fresh_weights_and_adam_state_but_keeps_
         assert all(float(jnp.abs(m).max()) == 0 for s in adam for m in jax.tree.leaves(s.mu))
         schedule = states(child["opt"], optax.ScaleByScheduleState)
         assert schedule and all(int(s.count) == 3 for s in schedule)
+
+
+def test_split_only_trains_and_searches_its_sub_supernet_exactly_as_the_full_run(tmp_path):
+    from launch import config as configs
+    from launch.context import setup
+    from launch.phases import search, supernet
+    from launch.run import restore, run_search
+    raw = {"seed": 0, "space": {"name": "mlp"}, "data": {"name": "digits", "val_fraction": 0.2},
+           "supernet": {"method": "uniform", "epochs": 2, "batch_size": 64},
+           "search": {"evaluations": 8, "generation": 4, "population": 8, "sample": 2, "candidates": 1},
+           "retrain": {"epochs": 1, "batch_size": 64},
+           "split": {"epochs": [1], "batches": 1, "training": "sequential"}}
+    finals = {}
+    for only in (None, 1):
+        cfg = configs.from_dict({**raw, "split": {**raw["split"], "only": only}})
+        run_dir = tmp_path / str(only)
+        assert run_search(cfg, run_dir, progress=False, echo=lambda text: None) is not None
+        ctx = setup(cfg, run_dir, progress=False, echo=lambda text: None, read_only=True)
+        try:
+            finals[only] = ctx, restore(ctx)
+        finally:
+            ctx.checkpoints.close()
+            ctx.log.close()
+    (full_ctx, full), (ctx, alone) = finals[None], finals[1]
+    assert supernet.tree(alone).to_dict() == supernet.tree(full).to_dict()
+    assert supernet.trained(ctx, alone) == [1] and supernet.trained(full_ctx, full) == [0, 1]
+    # Sub-supernet 1 trained on the batches and keys it gets in the full run: bit for bit;
+    # sub-supernet 0 stopped at the split (the parent's weights, which the full run moved on).
+    for mine, theirs in zip(jax.tree.leaves(supernet.own(ctx, alone, 1)),
+                            jax.tree.leaves(supernet.own(full_ctx, full, 1))):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
+    assert not all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
+        jax.tree.leaves(supernet.own(ctx, alone, 0)["params"]),
+        jax.tree.leaves(supernet.own(full_ctx, full, 0)["params"])))
+    sub_space = supernet.sub_supernets(ctx, alone)[1]
+    evaluated = search.evaluated(ctx, alone)
+    assert len(evaluated) == 8 and set(alone.meta[search.NAME]["evaluated_sub"]) == {1}
+    assert all(a[k] in sub_space.choices[k] for a, _ in evaluated for k in sub_space.names)
+    steps = full.meta[supernet.NAME]["step"]
+    assert alone.meta[supernet.NAME]["sub_supernet_steps"] == steps // 2 + steps // 2
+    assert full.meta[supernet.NAME]["sub_supernet_steps"] == steps // 2 + 2 * (steps // 2)

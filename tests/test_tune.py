@@ -176,6 +176,42 @@ def test_asha_stops_a_clearly_worse_trial(tmp_path, env):
     assert float(table[0.0]["accuracy"]) < good["accuracy"]
 
 
+def test_split_as_trials_runs_each_sub_supernet_as_a_trial_from_the_trunk(tmp_path, env):
+    # One split after the first of two supernet epochs (channels 8 | 16): a trunk trial trains
+    # the supernet to the split, then each sub-supernet is a trial that starts from it.
+    config = _config(tmp_path, {"scheduler": "fifo"})
+    out = tmp_path / "exp"
+    sets = [*SETS, "--set", "split={epochs: [1], batches: 1, as_trials: true}"]
+    text = _tune([str(config), "--out", str(out), *sets], env, tmp_path)
+    assert "2 sub-supernet trials from 1 trunk trial(s)" in text
+    table = _table(out)
+    assert sorted(int(row["sub_supernet"]) for row in table) == [0, 1]
+    assert all(row["status"] == "finished" and int(row["progress"]) == FINISHED_PROGRESS for row in table)
+    (trunk,) = out.glob("trunk/trial_*")
+    assert {row["trunk"] for row in table} == {trunk.name}
+    trunk_rows = (trunk / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["phase"] for r in trunk_rows] == ["supernet", "split"]
+    assert not (trunk / "run" / "best").exists()
+    picks = {}
+    for row in table:
+        run = Path(row["run_dir"])
+        assert run.parent.parent.name == "sub_supernets"
+        assert "resumed from checkpoint" in (run / "output.log").read_text()
+        rows = (run / "metrics.jsonl").read_text().splitlines()
+        assert rows[:2] == trunk_rows  # the trunk's epoch and split, not trained again
+        assert [json.loads(r)["phase"] for r in rows[2:]] == ["supernet", "search", "search", "retrain"]
+        info = json.loads((run / "best" / "arch.json").read_text())
+        groups = info["search"]["split"]["splits"][0]["groups"]
+        decision = info["search"]["split"]["splits"][0]["decision"]
+        index = int(row["sub_supernet"])
+        # Every candidate comes from this trial's sub-supernet and lies in its half.
+        assert all(c["sub_supernet"] == index and c["choices"][decision] in groups[index]
+                   for c in info["search"]["candidates"])
+        picks[row["trial"]] = info
+    top = max(picks, key=lambda trial: picks[trial]["metrics"]["val_accuracy"])
+    assert json.loads((out / "best" / "arch.json").read_text()) == picks[top]
+
+
 @pytest.mark.parametrize("tune, named", [
     ({"param_space": {"supernet.lr": {"choice": [0.1, 0.01]}}}, "unknown config key 'supernet.lr'"),
     ({"param_space": {"data.val_fraction": {"uniform": [0.1, 1.5]}}}, "1.5"),
@@ -184,6 +220,7 @@ def test_asha_stops_a_clearly_worse_trial(tmp_path, env):
     ({"param_space": {"supernet.epochs": {"randint": [0, 3]}}}, "supernet.epochs = 0"),
     ({"schedular": "fifo"}, "did you mean 'scheduler'"),
     ({"resources": {"cpu": -1}}, "tune.resources.cpu = -1"),
+    ({"param_space": {"split.only": {"grid": [0, 1]}}}, "tune.param_space.split.only: not tunable"),
 ])
 def test_bad_param_space_exits_2_and_writes_nothing(tmp_path, capsys, tune, named):
     out = tmp_path / "exp"
@@ -205,6 +242,13 @@ def test_resume_checks_the_experiment(tmp_path, capsys):
     assert "holds a different experiment" in capsys.readouterr().err
     assert cli.main(["tune", str(config), "--out", str(tmp_path / "none"), "--resume"]) == 2
     assert "holds no experiment" in capsys.readouterr().err
+
+
+def test_the_split_example_validates_as_sub_supernet_trials():
+    from launch.tune import check
+    record = check.experiment(ROOT / "examples" / "tune_splits.yaml", [], None)
+    assert record["as_trials"] and record["search"]["split"]["epochs"] == [5, 10]
+    assert not check.experiment(QUICK, [], None)["as_trials"]
 
 
 def test_driver_never_imports_jax():

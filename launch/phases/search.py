@@ -11,7 +11,8 @@ A split run (`split.epochs`) searches each sub-supernet in turn with its own
 controller over its own restricted space and its own weights, sharing
 `search.evaluations` evenly; the evaluated archs of all of them are pooled
 (`evaluated`), each remembering its sub-supernet, and the retrain phase
-takes the top candidates of the pool.
+takes the top candidates of the pool. With `split.only` that sub-supernet alone
+is searched, with all of `search.evaluations`.
 """
 from __future__ import annotations
 
@@ -217,22 +218,28 @@ def _shares(evaluations: int, parts: int) -> list[int]:
 
 
 def _search_sub_supernets(ctx, state: RunState) -> None:
-    """Search every sub-supernet in turn (its own controller, space and weights, an equal
-    share of the evaluations), then pool what they evaluated."""
+    """Search every trained sub-supernet in turn (its own controller, space and weights, an
+    equal share of the evaluations), then pool what they evaluated."""
     meta = state.meta[NAME]
     subs = supernet.sub_supernets(ctx, state)
+    searched = supernet.trained(ctx, state)
+    shares = dict(zip(searched, _shares(ctx.cfg.search.evaluations, len(searched))))
     records = meta.setdefault("sub_supernets", [])
     sandwich = ctx.cfg.supernet.method == "sandwich"
 
     def mirror():
         _mirror(ctx, {"sub_supernets": [r.get("controller") or r.get("argmax") for r in records]})
 
-    for sub, (sub_space, evaluations) in enumerate(zip(subs, _shares(ctx.cfg.search.evaluations, len(subs)))):
+    for sub, sub_space in enumerate(subs):
         if sub < len(records) and records[sub].get("done"):
             continue
         if sub == len(records):
             records.append({"controller": None, "evaluated": []})
         record = records[sub]
+        if sub not in shares:  # another job's (`split.only`)
+            record["done"] = True
+            continue
+        evaluations = shares[sub]
         ctx.say(f"searching sub-supernet {sub + 1}/{len(subs)} ({evaluations} evaluations)")
         evaluator = make_evaluator(ctx, state, sub)
         ctrl = controller(ctx, sub_space)
@@ -245,5 +252,5 @@ def _search_sub_supernets(ctx, state: RunState) -> None:
         meta["evaluated"] = [pair for r in records for pair in r["evaluated"]]
         meta["evaluated_sub"] = [i for i, r in enumerate(records) for _ in r["evaluated"]]
         mirror()
-        if sub + 1 < len(subs):
+        if sub != searched[-1]:
             phases.checkpoint(ctx, state, force=True)

@@ -16,6 +16,9 @@ Every per-sub-supernet array then carries a leading axis (one entry per
 sub-supernet, also before the first split), `meta["supernet"]["tree"]` holds
 the tree, and all sub-supernets train on the same batches: jointly in one
 vmapped step, or one after another through one compiled step (`split.training`).
+With `split.only` only that sub-supernet trains after the last split, on the
+batches and keys it gets in the full run (`trained`), so one job per
+sub-supernet reproduces the full run's sub-supernets.
 """
 from __future__ import annotations
 
@@ -81,6 +84,24 @@ def sub_supernets(ctx, state: RunState) -> list:
     if split_tree is None:
         return [ctx.space]
     return [split_tree.space(ctx.space, i) for i in range(split_tree.size)]
+
+
+def trained(ctx, state: RunState) -> list[int]:
+    """The sub-supernets that train from now on (and are searched): all of them, or after the
+    last split only `split.only`'s."""
+    return _trained(ctx, state.meta[NAME])
+
+
+def _trained(ctx, meta: dict) -> list[int]:
+    if not is_split(ctx):
+        return [0]
+    count, only = len(meta["tree"]["leaves"]), ctx.cfg.split.only
+    if only is None or meta["rounds"] < len(ctx.cfg.split.epochs):
+        return list(range(count))
+    if only >= count:
+        raise ValueError(f"config split.only = {only}: the split tree has {count} sub-supernets "
+                         f"(0–{count - 1}; a round found no decision worth splitting)")
+    return [only]
 
 
 def extremes(ctx, state: RunState, sub: int = 0) -> list[dict]:
@@ -291,6 +312,7 @@ class _Single:
 
     def __init__(self, ctx, trainer, arrays: dict):
         self.ctx, self.trainer, self.arrays = ctx, trainer, arrays
+        self.active = [0]
 
     def step(self, x, y, xv, yv, key, progress):
         a, fn = self.arrays, self.trainer.step_fn
@@ -306,22 +328,25 @@ class _Single:
 
 
 class _Split:
-    """Steps every sub-supernet of a split tree on the same batch: in one vmapped step
-    (`joint`, state stacked), or one after another through one compiled step."""
+    """Steps every sub-supernet of a split tree (or `split.only`'s after the last split) on
+    the same batch: in one vmapped step (`joint`, state stacked), or one after another
+    through one compiled step."""
 
     def __init__(self, ctx, trainer, arrays: dict, meta: dict, joint: bool):
-        self.ctx, self.trainer, self.joint = ctx, trainer, joint
         split_tree = splits.SplitTree.from_dict(meta["tree"])
         self.count = split_tree.size
-        per_sub = [_where(ctx, trainer, meta, split_tree.space(ctx.space, i), i) for i in range(self.count)]
+        self.active = _trained(ctx, meta)
+        self.ctx, self.trainer = ctx, trainer
+        self.joint = joint and len(self.active) == self.count
+        per_sub = {i: _where(ctx, trainer, meta, split_tree.space(ctx.space, i), i) for i in self.active}
         stacked = _own(arrays, None)
         replicate = ctx.parallel.replicate
-        if joint:
+        if self.joint:
             self.state = stacked
-            self.where = replicate(jax.tree.map(lambda *a: jnp.stack(a), *per_sub))
+            self.where = replicate(jax.tree.map(lambda *a: jnp.stack(a), *per_sub.values()))
         else:
             self.state = [_slice(stacked, i) for i in range(self.count)]
-            self.where = [replicate(w) for w in per_sub]
+            self.where = {i: replicate(w) for i, w in per_sub.items()}
 
     def _one(self, fn, own, where, x, y, xv, yv, key, progress):
         if self.ctx.gradient:
@@ -341,7 +366,7 @@ class _Split:
                                                      x, y, xv, yv, keys, progress)
             return jnp.mean(loss), None if alpha_loss is None else jnp.mean(alpha_loss)
         losses, alpha_losses = [], []
-        for i in range(self.count):
+        for i in self.active:
             self.state[i], loss, alpha_loss = self._one(self.trainer.step_fn, self.state[i], self.where[i],
                                                         x, y, xv, yv, keys[i], progress)
             losses.append(loss)
@@ -544,7 +569,7 @@ def run(ctx, state: RunState) -> RunState:
             alpha_losses.append(alpha_loss)
         step += 1
         if is_split(ctx):
-            meta["sub_supernet_steps"] += stepper.count
+            meta["sub_supernet_steps"] += len(stepper.active)
         bar.update(1)
         if step % spe == 0:
             stepper.write(arrays)

@@ -41,6 +41,9 @@ def experiment(config: Path, overrides: list[str], num_samples: int | None) -> d
     base = configs.from_dict(search, overrides)
     spec = specs.seeds(spec, base.seed)
     for param in spec.param_space:
+        if param.path in ("split.only", "split.as_trials"):
+            raise ValueError(f"config tune.param_space.{param.path}: not tunable (split.as_trials: "
+                             "true makes each sub-supernet of the last split a trial of its own)")
         for value in param.corners():
             try:
                 configs.from_dict(search, [*overrides, specs.assignment(param.path, value)])
@@ -49,6 +52,7 @@ def experiment(config: Path, overrides: list[str], num_samples: int | None) -> d
                                  f"{err}") from None
     return json.loads(json.dumps({"config": str(config), "search": search, "overrides": list(overrides),
                                   "num_samples": spec.num_samples if num_samples is None else num_samples,
+                                  "as_trials": base.split.as_trials,
                                   "tune": spec.to_dict()}))
 
 

@@ -15,6 +15,15 @@ Ray starts locally (dashboard off, one CPU per core, trial output kept in each r
 output.log rather than printed) unless `--address` names a running cluster. With
 `--resume` Ray restores the experiment (`Tuner.restore`): finished trials stay finished,
 unfinished and errored ones continue from their latest checkpoint.
+
+With `split.as_trials` the experiment has two stages, each a Ray experiment of its own:
+
+    DIR/trunk/trial_<id>/          one per drawn config: the supernet up to its last split
+    DIR/sub_supernets/trial_<id>/  one per sub-supernet of each trunk that split: the rest
+                                   of that sub-supernet's training, its search, retraining
+
+results.csv then has a row per sub-supernet trial (with its `sub_supernet` index and its
+`trunk`) and one per trunk trial that failed or was stopped before splitting.
 """
 from __future__ import annotations
 
@@ -55,20 +64,77 @@ def _param_space(tuned: dict) -> dict:
             for kind, args in body.items()}
 
 
-def _trainable(experiment: dict):
+def _trainable(experiment: dict, trials: Path, stage: str | None):
+    """The trial function with this stage's experiment record (where its trials write)."""
     from ray import tune
     names = {"cpu": "CPU", "gpu": "GPU", "tpu": "TPU"}
     bundle = {names[k]: v for k, v in experiment["tune"]["resources"].items() if v}
-    return tune.with_resources(tune.with_parameters(trial.run_trial, experiment=experiment),
+    staged = {**experiment, "trials": str(trials), "stage": stage}
+    return tune.with_resources(tune.with_parameters(trial.run_trial, experiment=staged),
                                tune.PlacementGroupFactory([bundle]))
 
 
-def _reporter(tuned: dict):
+def _reporter(tuned: dict, stage: str | None):
     from ray import tune
     metric = tuned["metric"]
-    return tune.CLIReporter(parameter_columns=list(tuned["param_space"]),
-                            metric_columns={"progress": "progress", "phase": "phase", metric: metric},
+    columns = {"progress": "progress", "phase": "phase", metric: metric}
+    if stage == trial.SUB_SUPERNETS:
+        return tune.CLIReporter(metric_columns={trial.LEAF: trial.LEAF, **columns}, max_report_frequency=30)
+    return tune.CLIReporter(parameter_columns=list(tuned["param_space"]), metric_columns=columns,
                             max_report_frequency=30)
+
+
+def _fit(experiment: dict, directory: Path, stage: str | None, param_space: dict, num_samples: int,
+         resume: bool):
+    """Run (or with `resume` restore, where its state exists) one Ray experiment: the whole
+    experiment in DIR, or one stage of a split.as_trials one in DIR/<stage>."""
+    from ray import tune
+    tuned = experiment["tune"]
+    storage, name = (directory.parent, directory.name) if stage is None else (directory, stage)
+    trainable = _trainable(experiment, storage / name, stage)
+    if resume and tune.Tuner.can_restore(str(storage / name)):
+        return tune.Tuner.restore(str(storage / name), trainable=trainable, resume_errored=True).fit()
+    tuner = tune.Tuner(
+        trainable, param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=tuned["metric"], mode="max", scheduler=_scheduler(tuned), num_samples=num_samples,
+            max_concurrent_trials=tuned["max_concurrent"], trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=name, storage_path=str(storage), checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            progress_reporter=_reporter(tuned, stage), verbose=1))
+    return tuner.fit()
+
+
+def _sub_supernets(trunks) -> list[dict]:
+    """A sub-supernet trial's config for each sub-supernet of each trunk trial that split."""
+    leaves = []
+    for result in trunks:
+        reported = result.metrics or {}
+        if result.error is not None or reported.get("phase") != "split":
+            continue
+        for index in range(reported["sub_supernets"]):
+            leaves.append({"index": index, "trunk": str(Path(result.path) / "run"),
+                           "step": reported["trunk_step"], "progress": reported["progress"],
+                           "values": dict(result.config or {})})
+    return leaves
+
+
+def _trials(experiment: dict, directory: Path, resume: bool) -> list[dict]:
+    """Run the experiment; the rows of results.csv."""
+    from ray import tune
+    tuned = experiment["tune"]
+    params = list(tuned["param_space"])
+    if not experiment.get("as_trials"):
+        grid = _fit(experiment, directory, None, _param_space(tuned), tuned["num_samples"], resume)
+        return results.rows(grid, params, tuned["metric"])
+    trunks = _fit(experiment, directory, trial.TRUNK, _param_space(tuned), tuned["num_samples"], resume)
+    leaves = _sub_supernets(trunks)
+    print(f"{len(leaves)} sub-supernet trials from {len(trunks)} trunk trial(s)", flush=True)
+    unsplit = [row for row in results.rows(trunks, params, tuned["metric"]) if row["status"] != results.SPLIT]
+    if not leaves:
+        return unsplit
+    grid = _fit(experiment, directory, trial.SUB_SUPERNETS, {trial.LEAF: tune.grid_search(leaves)}, 1, resume)
+    return results.rows(grid, params, tuned["metric"]) + unsplit
 
 
 def run(directory: Path, resume: bool = False, address: str | None = None) -> int:
@@ -82,7 +148,6 @@ def run(directory: Path, resume: bool = False, address: str | None = None) -> in
     # a driver killed in between would run trials again that had already finished.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     import ray
-    from ray import tune
 
     started = time.perf_counter()
     ray.init(address=address, include_dashboard=False, log_to_driver=False,
@@ -92,25 +157,10 @@ def run(directory: Path, resume: bool = False, address: str | None = None) -> in
           f"{ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} "
           f"GPUs, {ray.cluster_resources().get('TPU', 0):g} TPU chips", flush=True)
     try:
-        trainable = _trainable(experiment)
-        if resume:
-            tuner = tune.Tuner.restore(str(directory), trainable=trainable, resume_errored=True)
-        else:
-            tuner = tune.Tuner(
-                trainable, param_space=_param_space(tuned),
-                tune_config=tune.TuneConfig(
-                    metric=tuned["metric"], mode="max", scheduler=_scheduler(tuned),
-                    num_samples=tuned["num_samples"], max_concurrent_trials=tuned["max_concurrent"],
-                    trial_dirname_creator=trial_dirname),
-                run_config=tune.RunConfig(
-                    name=directory.name, storage_path=str(directory.parent),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                    progress_reporter=_reporter(tuned), verbose=1))
-        grid = tuner.fit()
+        table = _trials(experiment, directory, resume)
         seconds = time.perf_counter() - started
     finally:
         ray.shutdown()
-    table = results.rows(grid, list(tuned["param_space"]), tuned["metric"])
     results.write_csv(directory / "results.csv", table)
     results.plot(directory / "results.png", table, tuned["metric"], next(iter(tuned["param_space"]), None))
     top = results.best(table, tuned["metric"])

@@ -3,7 +3,8 @@
     results.csv   one row per trial: its drawn values, status (finished, stopped: by the
                   scheduler, error), the metric it last reported, its progress (supernet
                   epochs + search generations reported), the pick's params and nonzero params
-                  and test accuracy (finished trials), the error (failed trials), its run dir
+                  and test accuracy (finished trials), the error (failed trials), its run dir;
+                  with split.as_trials also its sub-supernet and the trunk trial it came from
     results.png   the metric against size (params; the last reported arch's for stopped
                   trials), coloured by the first tuned field
     best/         the best finished trial's export (best/ of its run), loadable like any other
@@ -16,8 +17,10 @@ import shutil
 from pathlib import Path
 
 from launch.files import write_bytes_atomic, write_directory_atomic, write_text_atomic
+from launch.tune.trial import LEAF, TRUNK
 
 FINISHED, STOPPED, ERROR = "finished", "stopped", "error"
+SPLIT = "split"  # a trunk trial that reached its last split (its sub-supernets are trials)
 
 
 def rows(results, params: list[str], metric: str) -> list[dict]:
@@ -27,9 +30,15 @@ def rows(results, params: list[str], metric: str) -> list[dict]:
         reported = result.metrics or {}
         trial_dir = Path(result.path)
         status = ERROR if result.error is not None else \
-            FINISHED if reported.get("phase") == "done" else STOPPED
+            FINISHED if reported.get("phase") == "done" else \
+            SPLIT if reported.get("phase") == "split" else STOPPED
+        config = result.config or {}
+        leaf = config.get(LEAF)
         row = {"trial": trial_dir.name, "status": status}
-        row.update({path: (result.config or {}).get(path) for path in params})
+        row.update({path: (leaf["values"] if leaf else config).get(path) for path in params})
+        if leaf is not None or trial_dir.parent.name == TRUNK:  # split.as_trials
+            row.update({LEAF: leaf["index"] if leaf else None,
+                        "trunk": Path(leaf["trunk"]).parent.name if leaf else trial_dir.name})
         row.update({metric: reported.get(metric), "progress": reported.get("progress"),
                     "size": reported.get("size"), "params": reported.get("params"),
                     "nonzero_params": reported.get("nonzero_params"),
