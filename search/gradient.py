@@ -44,7 +44,8 @@ def alpha_optimizer(learning_rate: float = 3e-4, b1: float = 0.5, b2: float = 0.
                        optax.adam(learning_rate, b1=b1, b2=b2))
 
 
-def make_step(graphdef, sampler: samplers.Sampler, w_tx, alpha_tx, stacked: bool = False):
+def make_step(graphdef, sampler: samplers.Sampler, w_tx, alpha_tx, stacked: bool = False,
+              donate: bool = False):
     """The jitted bi-level step:
 
         params, rest, w_state, alpha, a_state, metrics = step(
@@ -55,6 +56,8 @@ def make_step(graphdef, sampler: samplers.Sampler, w_tx, alpha_tx, stacked: bool
     of a split (`search.splits`); it is traced, so one compilation serves every one.
     `stacked`: one step of N sub-supernets at once — every argument but the batches and
     `progress` has a leading axis N (`allowed` required), and all see the same batches.
+    `donate`: the step may reuse the buffers of params, rest, w_state, alpha and a_state
+    for its outputs (a training loop's memory; the caller must not read them again).
     """
 
     def alpha_loss(alpha, params, rest, x, y, key, progress, allowed):
@@ -80,9 +83,11 @@ def make_step(graphdef, sampler: samplers.Sampler, w_tx, alpha_tx, stacked: bool
         params = optax.apply_updates(params, w_updates)
         return params, rest, w_state, alpha, a_state, {"loss": w_loss, "alpha_loss": a_loss}
 
+    donated = (0, 1, 2, 3, 4) if donate else ()
     if stacked:
-        return jax.jit(jax.vmap(step, in_axes=(0, 0, 0, 0, 0, None, None, None, None, 0, None, 0)))
-    return jax.jit(step)
+        return jax.jit(jax.vmap(step, in_axes=(0, 0, 0, 0, 0, None, None, None, None, 0, None, 0)),
+                       donate_argnums=donated)
+    return jax.jit(step, donate_argnums=donated)
 
 
 def discretise(space, alpha, allowed=None) -> dict:

@@ -102,11 +102,12 @@ def draw_index_vector(key, dom: Domain) -> jax.Array:
 
 def make_step(graphdef, space, tx: optax.GradientTransformation, rule: str = "sandwich",
               num_random: int = 2, distill: bool = True, max_arch=None, min_arch=None,
-              pool=None, levels=None, stacked: bool = False):
+              pool=None, levels=None, stacked: bool = False, donate: bool = False):
     """The jitted sampled-training step for `space`'s supernet (see module docstring):
     `step(params, rest, opt_state, x, y, key, domain=None)`; `domain` (a `Domain`)
     defaults to the whole space with `max_arch`, `min_arch` and `pool`. With `stacked`,
-    `domain` is required."""
+    `domain` is required. `donate`: the step may reuse the buffers of params, rest and
+    opt_state for its outputs (the caller must not read them again)."""
     if rule not in RULES:
         raise ValueError(f"unknown sampling rule {rule!r}; rules are {list(RULES)}")
     if num_random < 0:
@@ -147,9 +148,10 @@ def make_step(graphdef, space, tx: optax.GradientTransformation, rule: str = "sa
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), rest, opt_state, loss
 
+    donated = (0, 1, 2) if donate else ()
     if stacked:
-        return jax.jit(jax.vmap(step, in_axes=(0, 0, 0, None, None, 0, 0)))
-    compiled = jax.jit(step)
+        return jax.jit(jax.vmap(step, in_axes=(0, 0, 0, None, None, 0, 0)), donate_argnums=donated)
+    compiled = jax.jit(step, donate_argnums=donated)
 
     def whole_or(params, rest, opt_state, x, y, key, dom=None):
         return compiled(params, rest, opt_state, x, y, key, whole if dom is None else dom)

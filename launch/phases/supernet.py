@@ -155,7 +155,9 @@ def _updater(ctx, steps: int) -> sparse.Updater:
 
 class _Trainer:
     """The configured rule's optimizers and batches, and its compiled steps (built when first
-    used: `init` needs only the optimizers)."""
+    used: `init` needs only the optimizers). The steps donate the state they are given (the
+    steppers keep only what a step returns); a buffer an asynchronous save still reads is
+    copied instead, so a save in flight is never overwritten."""
 
     def __init__(self, ctx, meta: dict):
         self.ctx, self.meta = ctx, meta
@@ -180,13 +182,13 @@ class _Trainer:
         ctx, sc = self.ctx, self.ctx.cfg.supernet
         if ctx.gradient:
             return gradient.make_step(ctx.graphdef, samplers.get(sc.method), self.tx, self.alpha_tx,
-                                      stacked=stacked)
+                                      stacked=stacked, donate=True)
         high, low = _extremes(ctx, self.meta)
         # A split run passes each sub-supernet's domain (pool included) to every step.
         return oneshot.make_step(
             ctx.graphdef, ctx.space, self.tx, sc.method, sc.num_random, sc.distill, max_arch=high,
             min_arch=low, pool=None if is_split(ctx) else self.pool(ctx.space),
-            levels=ctx.sparse.levels if ctx.sparse else None, stacked=stacked)
+            levels=ctx.sparse.levels if ctx.sparse else None, stacked=stacked, donate=True)
 
     def pool(self, space):
         """Feasible archs of `space` the sampled step draws from under a budget (None: all)."""
