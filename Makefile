@@ -22,7 +22,7 @@ demo: install
 # the next one that runs the same computation loads instead of compiling again.
 test: install
 	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.pytest_cache/xla JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0.2 \
-		$(PY) -m pytest -n 2 --dist worksteal tests
+		$(PY) -m pytest -n 2 --dist worksteal --durations=15 tests
 
 lint: install
 	$(VENV)/bin/ruff check .
