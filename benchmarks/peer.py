@@ -38,6 +38,9 @@ import numpy as np
 
 BATCH = 64
 ONE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+# XLA stops reading XLA_FLAGS at its first word without "--" (here
+# "intra_op_parallelism_threads=1") and ignores the rest without a word, so extra flags
+# (`--xla-flags`) go in front of ONE_THREAD_XLA.
 
 
 # ---------------------------------------------------------------- PyTorch (TangleNAS style)
@@ -239,8 +242,9 @@ def memory_worker(side_name: str, steps: int, donate: bool) -> dict:
     return {"first_call_s": first, "step_s": min(later), "peak_rss": peak}
 
 
-def _run_worker(args: list[str], cache: str | None = None) -> dict:
-    env = dict(os.environ, XLA_FLAGS=ONE_THREAD_XLA, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+def _run_worker(args: list[str], cache: str | None = None, xla_flags: str = "") -> dict:
+    env = dict(os.environ, XLA_FLAGS=f"{xla_flags} {ONE_THREAD_XLA}".strip(), OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1")
     if cache is not None:
         env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
@@ -255,25 +259,29 @@ def _min_median(values) -> str:
     return f"{min(values):6.2f} / {statistics.median(values):6.2f}"
 
 
-def run(repeats: int = 5, memory_steps: int = 3) -> dict | None:
+def run(repeats: int = 5, memory_steps: int = 3, xla_flags: str = "") -> dict | None:
     if importlib.util.find_spec("torch") is None:
         print("\npeer (TangleNAS conv macro in PyTorch vs jaxnas): skipped — PyTorch is not installed; "
               "`pip install '.[bench]'` (CPU torch) to run it")
         return None
     print(f"\npeer: TangleNAS conv macro supernet (7.7 M weights, DrNAS), batch {BATCH}, one CPU thread "
-          f"per side; steps alternated in one process, {repeats} repetitions (seconds, min / median)")
-    times = _run_worker(["steps", "--repeats", str(repeats)])
+          f"per side; steps alternated in one process, {repeats} repetitions (seconds, min / median)"
+          + (f"; jaxnas under extra XLA flags {xla_flags!r}" if xla_flags else ""))
+    times = _run_worker(["steps", "--repeats", str(repeats)], xla_flags=xla_flags)
     print(f"{'step':<16} {'PyTorch':>15} {'jaxnas':>15} {'torch/jax (min)':>16}")
     for kind, label in (("weight", "weight step"), ("alpha", "α step"), ("bilevel", "bi-level step")):
         torch_t, jax_t = times[f"torch_{kind}"], times[f"jax_{kind}"]
         print(f"{label:<16} {_min_median(torch_t):>15} {_min_median(jax_t):>15} "
               f"{min(torch_t) / min(jax_t):>16.2f}")
-    memory = {side: _run_worker(["memory", "--side", side, "--steps", str(memory_steps)])
+    memory = {side: _run_worker(["memory", "--side", side, "--steps", str(memory_steps)], xla_flags=xla_flags)
               for side in ("torch", "jax")}
-    memory["jax_donated"] = _run_worker(["memory", "--side", "jax", "--steps", str(memory_steps), "--donate"])
+    memory["jax_donated"] = _run_worker(["memory", "--side", "jax", "--steps", str(memory_steps), "--donate"],
+                                        xla_flags=xla_flags)
     with tempfile.TemporaryDirectory() as cache:
-        memory["jax_cache_cold"] = _run_worker(["memory", "--side", "jax", "--steps", "1"], cache=cache)
-        memory["jax_cache_warm"] = _run_worker(["memory", "--side", "jax", "--steps", "1"], cache=cache)
+        memory["jax_cache_cold"] = _run_worker(["memory", "--side", "jax", "--steps", "1"], cache=cache,
+                                               xla_flags=xla_flags)
+        memory["jax_cache_warm"] = _run_worker(["memory", "--side", "jax", "--steps", "1"], cache=cache,
+                                               xla_flags=xla_flags)
     gb = 2 ** 30
     print(f"peak RSS, bi-level, own process: PyTorch {memory['torch']['peak_rss'] / gb:.2f} GiB, "
           f"jaxnas {memory['jax']['peak_rss'] / gb:.2f} GiB "
@@ -295,10 +303,15 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--donate", action="store_true", help="JAX steps donate their state buffers")
+    parser.add_argument("--xla-flags", default="",
+                        help="extra XLA flags for the jaxnas side, put before the one-thread ones "
+                             "(workers: before this process' XLA_FLAGS)")
     args = parser.parse_args()
     if args.worker == "report":
-        run(repeats=args.repeats, memory_steps=args.steps)
+        run(repeats=args.repeats, memory_steps=args.steps, xla_flags=args.xla_flags)
         return
+    if args.xla_flags:  # read when JAX starts, which is later (the sides import it)
+        os.environ["XLA_FLAGS"] = f"{args.xla_flags} {os.environ.get('XLA_FLAGS', '')}".strip()
     if args.worker == "steps" or args.side == "torch":
         import torch
         torch.set_num_threads(1)
