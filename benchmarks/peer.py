@@ -8,15 +8,16 @@ runs; the α step's backward pass reaches every weight, as `loss.backward()` doe
 Both sides use TangleNAS' optimizers: weights Adam (lr 3e-4, betas (0.9, 0.995), L2
 5e-4, gradient norm clipped at 5), α Adam (lr 3e-4, betas (0.5, 0.999), L2 1e-3).
 
-Workers run in their own processes (`python -m benchmarks.peer WORKER`), one thread
-each, since thread counts are fixed before JAX or PyTorch start:
+Workers run in their own processes (`python -m benchmarks.peer WORKER`), pinned to one
+CPU core (XLA:CPU's Eigen convolutions use a second thread even with
+`--xla_cpu_multi_thread_eigen=false`; PyTorch is told `set_num_threads(1)`):
 
 - `steps`: both sides in one process, repetitions alternated — weight step, α step,
   bi-level (α then weight) step — min and median of each;
 - `memory --side S`: one side alone, so that its peak RSS is its own: the first
   bi-level step (for JAX: trace and compile) and the peak RSS after a few steps;
   with `--cache DIR`, JAX's persistent compilation cache in DIR (run twice: cold,
-  then warm); with `--donate`, the JAX steps donate their state buffers.
+  then warm); the JAX steps donate their state buffers as a run's do (`--keep`: not).
 
 PyTorch is an optional dependency (`pip install '.[bench]'`); without it the benchmark
 says so and skips.
@@ -37,10 +38,7 @@ import time
 import numpy as np
 
 BATCH = 64
-ONE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-# XLA stops reading XLA_FLAGS at its first word without "--" (here
-# "intra_op_parallelism_threads=1") and ignores the rest without a word, so extra flags
-# (`--xla-flags`) go in front of ONE_THREAD_XLA.
+ONE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false"
 
 
 # ---------------------------------------------------------------- PyTorch (TangleNAS style)
@@ -131,7 +129,7 @@ def _torch_side(seed: int = 0):
 
 
 # ---------------------------------------------------------------- jaxnas
-def _jax_side(seed: int = 0, donate: bool = False):
+def _jax_side(seed: int = 0, donate: bool = True):
     import jax
     import jax.numpy as jnp
     import optax
@@ -167,12 +165,10 @@ def _jax_side(seed: int = 0, donate: bool = False):
         updates, a_state = a_tx.update(grads, a_state, alpha)
         return optax.apply_updates(alpha, updates), a_state, value
 
-    # The engine's own bi-level step; wrapping it in a jit that donates is what donation
-    # in `search.gradient` would do.
-    bilevel_step = gradient.make_step(graphdef, sampler, w_tx, a_tx)
+    # The bi-level step is the engine's own, as the supernet phase builds it.
+    bilevel_jit = gradient.make_step(graphdef, sampler, w_tx, a_tx, donate=donate)
     weight_jit = jax.jit(weight_step, donate_argnums=(0, 1) if donate else ())
     alpha_jit = jax.jit(alpha_step, donate_argnums=(0, 1) if donate else ())
-    bilevel_jit = jax.jit(bilevel_step, donate_argnums=(0, 1, 2, 3, 4)) if donate else bilevel_step
 
     def next_key():
         state["key"], key = jax.random.split(state["key"])
@@ -275,8 +271,8 @@ def run(repeats: int = 5, memory_steps: int = 3, xla_flags: str = "") -> dict | 
               f"{min(torch_t) / min(jax_t):>16.2f}")
     memory = {side: _run_worker(["memory", "--side", side, "--steps", str(memory_steps)], xla_flags=xla_flags)
               for side in ("torch", "jax")}
-    memory["jax_donated"] = _run_worker(["memory", "--side", "jax", "--steps", str(memory_steps), "--donate"],
-                                        xla_flags=xla_flags)
+    memory["jax_kept"] = _run_worker(["memory", "--side", "jax", "--steps", str(memory_steps), "--keep"],
+                                     xla_flags=xla_flags)
     with tempfile.TemporaryDirectory() as cache:
         memory["jax_cache_cold"] = _run_worker(["memory", "--side", "jax", "--steps", "1"], cache=cache,
                                                xla_flags=xla_flags)
@@ -286,8 +282,8 @@ def run(repeats: int = 5, memory_steps: int = 3, xla_flags: str = "") -> dict | 
     print(f"peak RSS, bi-level, own process: PyTorch {memory['torch']['peak_rss'] / gb:.2f} GiB, "
           f"jaxnas {memory['jax']['peak_rss'] / gb:.2f} GiB "
           f"(ratio {memory['jax']['peak_rss'] / memory['torch']['peak_rss']:.2f}); "
-          f"jaxnas with donated buffers {memory['jax_donated']['peak_rss'] / gb:.2f} GiB, "
-          f"step {memory['jax_donated']['step_s']:.2f} s vs {memory['jax']['step_s']:.2f} s")
+          f"jaxnas without donated buffers {memory['jax_kept']['peak_rss'] / gb:.2f} GiB, "
+          f"step {memory['jax_kept']['step_s']:.2f} s vs {memory['jax']['step_s']:.2f} s")
     print(f"first bi-level call: PyTorch {memory['torch']['first_call_s']:.2f} s; jaxnas (trace + compile) "
           f"{memory['jax']['first_call_s']:.1f} s without the persistent compilation cache, "
           f"{memory['jax_cache_cold']['first_call_s']:.1f} s filling it, "
@@ -302,7 +298,7 @@ def main():
     parser.add_argument("--side", choices=("torch", "jax"), default="jax")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--donate", action="store_true", help="JAX steps donate their state buffers")
+    parser.add_argument("--keep", action="store_true", help="JAX steps keep (do not donate) their state")
     parser.add_argument("--xla-flags", default="",
                         help="extra XLA flags for the jaxnas side, put before the one-thread ones "
                              "(workers: before this process' XLA_FLAGS)")
@@ -310,13 +306,15 @@ def main():
     if args.worker == "report":
         run(repeats=args.repeats, memory_steps=args.steps, xla_flags=args.xla_flags)
         return
+    # One core for the worker and every thread it starts.
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     if args.xla_flags:  # read when JAX starts, which is later (the sides import it)
         os.environ["XLA_FLAGS"] = f"{args.xla_flags} {os.environ.get('XLA_FLAGS', '')}".strip()
     if args.worker == "steps" or args.side == "torch":
         import torch
         torch.set_num_threads(1)
-    result = (steps_worker(args.repeats, args.donate) if args.worker == "steps"
-              else memory_worker(args.side, args.steps, args.donate))
+    result = (steps_worker(args.repeats, not args.keep) if args.worker == "steps"
+              else memory_worker(args.side, args.steps, not args.keep))
     print(json.dumps(result))
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import math
 from typing import Sequence
 
 import jax
@@ -108,22 +107,16 @@ def _lax_conv(x, kernel, stride: int, padding: int, groups: int = 1):
         dimension_numbers=dims, feature_group_count=groups)
 
 
-# Below this many output positions XLA:CPU's own kernel gradient is the faster one.
-_ROW_KERNEL_GRADIENT_MIN_POSITIONS = 256
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def dense_conv(x, kernel, padding: int):
     """Stride-1, ungrouped `conv_general_dilated` with symmetric zero padding `padding`.
 
-    Same values as autodiff's, with a gradient XLA:CPU runs fast. Autodiff's input
-    gradient of a padding other than (k−1)/2 is a convolution XLA:CPU has no fast
-    kernel for (about 10 s for a 7×7 kernel on 8×8 inputs with padding 2, against
-    0.3 s); and its kernel gradient is a convolution whose window is the whole output
-    gradient, several times slower than the forward pass on large outputs. On CPU
-    the input gradient is a "same" convolution of the output gradient padded (or
-    cropped) to fit, and the kernel gradient on outputs of at least 256 positions one
-    matmul per kernel row; other backends keep autodiff's rule.
+    Same values and gradients as autodiff's, with an input gradient XLA:CPU runs fast:
+    autodiff's input gradient of a padding other than (k−1)/2 is a convolution XLA:CPU
+    has no fast kernel for (about 10 s for a 7×7 kernel on 8×8 inputs with padding 2,
+    against 0.3 s). On CPU that input gradient is a "same" convolution of the output
+    gradient padded (or cropped) to fit (`conv_input_gradient`); every other gradient,
+    and every gradient on other backends, is autodiff's.
     """
     return _lax_conv(x, kernel, 1, padding)
 
@@ -134,6 +127,8 @@ def _dense_conv_fwd(x, kernel, padding):
 
 def _dense_conv_bwd(padding, residuals, dy):
     x, kernel = residuals
+    if padding == (kernel.shape[0] - 1) // 2:
+        return _autodiff_conv_gradients(padding, x, kernel, dy)
     return jax.lax.platform_dependent(
         x, kernel, dy, cpu=functools.partial(_cpu_conv_gradients, padding),
         default=functools.partial(_autodiff_conv_gradients, padding))
@@ -148,11 +143,8 @@ def _autodiff_conv_gradients(padding, x, kernel, dy):
 
 
 def _cpu_conv_gradients(padding, x, kernel, dy):
-    if math.prod(dy.shape[1:-1]) >= _ROW_KERNEL_GRADIENT_MIN_POSITIONS:
-        kernel_gradient = conv_kernel_gradient_by_rows(x, dy, kernel.shape[0], padding)
-    else:
-        _, vjp = jax.vjp(lambda b: _lax_conv(x, b, 1, padding), kernel)
-        kernel_gradient, = vjp(dy)
+    _, vjp = jax.vjp(lambda b: _lax_conv(x, b, 1, padding), kernel)
+    kernel_gradient, = vjp(dy)
     return conv_input_gradient(dy, kernel, padding), kernel_gradient
 
 
@@ -175,24 +167,6 @@ def conv_input_gradient(dy, kernel, padding: int):
                                           jax.ShapeDtypeStruct(shape, dy.dtype))
     dx, = same_transpose(dy)
     return dx[(slice(None),) + tuple(slice(shrink, n - shrink) for n in dx.shape[1:-1])]
-
-
-def conv_kernel_gradient_by_rows(x, dy, kernel_size: int, padding: int):
-    """∂L/∂W of a stride-1 convolution as matmuls: for each offset along the leading
-    spatial axes, the k shifted windows along the last axis side by side
-    (`[batch, *out, k·in]`) contracted with dy over batch and positions. Returns
-    `[k]*ndim + [in, out]`."""
-    ndim = x.ndim - 2
-    k = kernel_size
-    padded = jnp.pad(x, [(0, 0)] + [(padding, padding)] * ndim + [(0, 0)])
-    out_sizes = dy.shape[1:-1]
-    axes = tuple(range(ndim + 1))
-    rows = []
-    for lead in itertools.product(range(k), repeat=ndim - 1):
-        windows = [padded[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(lead + (j,), out_sizes))]
-                   for j in range(k)]
-        rows.append(jnp.tensordot(jnp.concatenate(windows, -1), dy, (axes, axes)))
-    return jnp.stack(rows).reshape((k,) * ndim + (x.shape[-1], dy.shape[-1]))
 
 
 @functools.partial(jax.jit, static_argnames="stride")
