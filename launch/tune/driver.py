@@ -21,6 +21,8 @@ With `split.as_trials` the experiment has two stages, each a Ray experiment of i
     DIR/trunk/trial_<id>/          one per drawn config: the supernet up to its last split
     DIR/sub_supernets/trial_<id>/  one per sub-supernet of each trunk that split: the rest
                                    of that sub-supernet's training, its search, retraining
+    DIR/sub_supernets_<n>/         after --resume, the sub-supernets of trunks that split
+                                   only then (trunks that had failed)
 
 results.csv then has a row per sub-supernet trial (with its `sub_supernet` index and its
 `trunk`) and one per trunk trial that failed or was stopped before splitting.
@@ -85,12 +87,13 @@ def _reporter(tuned: dict, stage: str | None):
 
 
 def _fit(experiment: dict, directory: Path, stage: str | None, param_space: dict, num_samples: int,
-         resume: bool):
+         resume: bool, name: str | None = None):
     """Run (or with `resume` restore, where its state exists) one Ray experiment: the whole
-    experiment in DIR, or one stage of a split.as_trials one in DIR/<stage>."""
+    experiment in DIR, or one stage of a split.as_trials one in DIR/<name> (default: the
+    stage's name)."""
     from ray import tune
     tuned = experiment["tune"]
-    storage, name = (directory.parent, directory.name) if stage is None else (directory, stage)
+    storage, name = (directory.parent, directory.name) if stage is None else (directory, name or stage)
     trainable = _trainable(experiment, storage / name, stage)
     if resume and tune.Tuner.can_restore(str(storage / name)):
         return tune.Tuner.restore(str(storage / name), trainable=trainable, resume_errored=True).fit()
@@ -119,22 +122,40 @@ def _sub_supernets(trunks) -> list[dict]:
     return leaves
 
 
+def _leaf_key(leaf: dict) -> tuple:
+    return leaf["trunk"], leaf["index"]
+
+
 def _trials(experiment: dict, directory: Path, resume: bool) -> list[dict]:
     """Run the experiment; the rows of results.csv."""
     from ray import tune
     tuned = experiment["tune"]
-    params = list(tuned["param_space"])
+    params, metric = list(tuned["param_space"]), tuned["metric"]
     if not experiment.get("as_trials"):
         grid = _fit(experiment, directory, None, _param_space(tuned), tuned["num_samples"], resume)
-        return results.rows(grid, params, tuned["metric"])
+        return results.rows(grid, params, metric)
     trunks = _fit(experiment, directory, trial.TRUNK, _param_space(tuned), tuned["num_samples"], resume)
     leaves = _sub_supernets(trunks)
-    print(f"{len(leaves)} sub-supernet trials from {len(trunks)} trunk trial(s)", flush=True)
-    unsplit = [row for row in results.rows(trunks, params, tuned["metric"]) if row["status"] != results.SPLIT]
-    if not leaves:
-        return unsplit
-    grid = _fit(experiment, directory, trial.SUB_SUPERNETS, {trial.LEAF: tune.grid_search(leaves)}, 1, resume)
-    return results.rows(grid, params, tuned["metric"]) + unsplit
+    table = [row for row in results.rows(trunks, params, metric, staged=True)
+             if row["status"] != results.SPLIT]
+    # Restored sub-supernet stages finish their own trials; trunks that split only in this
+    # run (a failed trunk run again by --resume) get a stage of their own.
+    stages = sorted(p.name for p in directory.glob(f"{trial.SUB_SUPERNETS}*")
+                    if tune.Tuner.can_restore(str(p))) if resume else []
+    known = set()
+    for name in stages:
+        grid = _fit(experiment, directory, trial.SUB_SUPERNETS, {}, 1, True, name)
+        table += results.rows(grid, params, metric, staged=True)
+        known |= {_leaf_key(result.config[trial.LEAF]) for result in grid}
+    missing = [leaf for leaf in leaves if _leaf_key(leaf) not in known]
+    print(f"{len(leaves)} sub-supernet trials from {len(trunks)} trunk trial(s)"
+          + (f", {len(missing)} new" if stages else ""), flush=True)
+    if missing:
+        name = f"{trial.SUB_SUPERNETS}_{len(stages)}" if stages else trial.SUB_SUPERNETS
+        grid = _fit(experiment, directory, trial.SUB_SUPERNETS, {trial.LEAF: tune.grid_search(missing)}, 1,
+                    False, name)
+        table += results.rows(grid, params, metric, staged=True)
+    return table
 
 
 def run(directory: Path, resume: bool = False, address: str | None = None) -> int:

@@ -17,14 +17,15 @@ import shutil
 from pathlib import Path
 
 from launch.files import write_bytes_atomic, write_directory_atomic, write_text_atomic
-from launch.tune.trial import LEAF, TRUNK
+from launch.tune.trial import LEAF
 
 FINISHED, STOPPED, ERROR = "finished", "stopped", "error"
 SPLIT = "split"  # a trunk trial that reached its last split (its sub-supernets are trials)
 
 
-def rows(results, params: list[str], metric: str) -> list[dict]:
-    """One dict per trial of a Ray `ResultGrid` (or any iterable of its `Result`s)."""
+def rows(results, params: list[str], metric: str, staged: bool = False) -> list[dict]:
+    """One dict per trial of a Ray `ResultGrid` (or any iterable of its `Result`s); `staged`:
+    a stage of a split.as_trials experiment (rows name their sub-supernet and trunk)."""
     out = []
     for result in results:
         reported = result.metrics or {}
@@ -36,7 +37,7 @@ def rows(results, params: list[str], metric: str) -> list[dict]:
         leaf = config.get(LEAF)
         row = {"trial": trial_dir.name, "status": status}
         row.update({path: (leaf["values"] if leaf else config).get(path) for path in params})
-        if leaf is not None or trial_dir.parent.name == TRUNK:  # split.as_trials
+        if staged:
             row.update({LEAF: leaf["index"] if leaf else None,
                         "trunk": Path(leaf["trunk"]).parent.name if leaf else trial_dir.name})
         row.update({metric: reported.get(metric), "progress": reported.get("progress"),

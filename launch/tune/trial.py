@@ -93,10 +93,10 @@ def run_trial(config: dict, experiment: dict) -> None:
             tune.report({**reporter.last, "phase": "split", "trunk_step": done.step,
                          "sub_supernets": done.sub_supernets})
             return
-    if trunk:
-        raise RuntimeError(f"the run in {run_dir} ended without reaching its last split")
     if summary is None:
         raise RuntimeError(f"the search in {run_dir} was stopped before its end")
+    if trunk:
+        raise RuntimeError(f"the run in {run_dir} ended without reaching its last split")
     info = json.loads((run_dir / "best" / "arch.json").read_text())
     metrics = info["metrics"]
     size = info.get("nonzero_params", info["params"])
@@ -204,7 +204,8 @@ def unpack(checkpoint: Path, run_dir: Path, step: int | None = None, progress: i
         step, progress, names = info["step"], info["progress"], ("metrics.jsonl", "config.yaml")
     else:
         names = ("metrics.jsonl",)
-        if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        steps = run_dir / "checkpoints"
+        if steps.is_dir() and any(p.name.isdigit() for p in steps.iterdir()):
             return progress  # started from the trunk before: it resumes from its own steps
     step_dir = run_dir / "checkpoints" / str(step)
     if not step_dir.exists():
