@@ -115,7 +115,7 @@ def test_bilevel_step_matches_a_hand_written_alternation():
 
 @pytest.mark.parametrize("kind", ["oneshot", "gradient"])
 def test_a_donating_step_gives_the_same_numbers_and_consumes_its_state(kind):
-    space, model, x, y = _setup("cnn1d")
+    space, model, x, y = _setup("mlp")
     graphdef, params, rest = engine.split(model)
     key = jax.random.key(3)
     if kind == "oneshot":
