@@ -221,10 +221,12 @@ class BatchNorm(nnx.Module):
             self.var[...] = jnp.where(active, m * self.var[...] + (1 - m) * var, self.var[...])
         else:
             mean, var = self.mean[...], self.var[...]
-        y = (x - mean) * jax.lax.rsqrt(var + self.eps)
-        if self.scale is not None:
-            y = y * self.scale[...] + self.bias[...]
-        return _masked(y, mask)
+        # The channel mask is folded into the per-channel scale and shift: masking the
+        # output instead took the convnet supernet's gradient from 6.0 to 12.9 s on CPU.
+        scale = jax.lax.rsqrt(var + self.eps)
+        if self.scale is None:
+            return (x - mean) * _masked(scale, mask)
+        return (x - mean) * _masked(scale * self.scale[...], mask) + _masked(self.bias[...], mask)
 
 
 class LayerNorm(nnx.Module):
