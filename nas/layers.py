@@ -86,14 +86,15 @@ class Conv(nnx.Module):
 def conv(x, kernel, stride: int = 1, groups: int = 1, padding: int | None = None):
     """The convolution `Conv` runs: channels last, symmetric zero padding `padding`
     (default (k−1)/2), depthwise by shifted multiply–adds when `groups` equals the
-    channels; a plain stride-1 convolution differentiates by `dense_conv`'s rule."""
+    channels; a plain stride-1 convolution whose padding is not "same" differentiates by
+    `dense_conv`'s rule."""
     k = kernel.shape[0]
     padding = (k - 1) // 2 if padding is None else padding
     if groups > 1 and groups == x.shape[-1] == kernel.shape[-1]:
         if padding != (k - 1) // 2:
             raise ValueError(f"depthwise convolutions take 'same' padding {(k - 1) // 2}, got {padding}")
         return depthwise_conv(x, kernel, stride=stride)
-    if stride == 1 and groups == 1:
+    if stride == 1 and groups == 1 and padding != (k - 1) // 2:
         return dense_conv(x, kernel, padding)
     return _lax_conv(x, kernel, stride, padding, groups)
 
@@ -127,8 +128,6 @@ def _dense_conv_fwd(x, kernel, padding):
 
 def _dense_conv_bwd(padding, residuals, dy):
     x, kernel = residuals
-    if padding == (kernel.shape[0] - 1) // 2:
-        return _autodiff_conv_gradients(padding, x, kernel, dy)
     return jax.lax.platform_dependent(
         x, kernel, dy, cpu=functools.partial(_cpu_conv_gradients, padding),
         default=functools.partial(_autodiff_conv_gradients, padding))
