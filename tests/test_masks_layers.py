@@ -136,22 +136,32 @@ def test_avg_pool_same_ignores_padding():
 
 @pytest.mark.parametrize("shape, window, stride",
                          [((2, 7, 9, 3), 2, 2), ((2, 9, 3), 3, 3), ((2, 7, 8, 3), 3, 2)])
-def test_max_pool_against_loops_and_its_gradient_against_reduce_window(shape, window, stride):
-    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)  # no ties
+def test_max_pool_against_loops_and_reduce_window_ties_and_nans_included(shape, window, stride):
+    rng = np.random.default_rng(0)
+    x = np.round(rng.normal(size=shape)).astype(np.float32)   # rounded: windows with ties
+    x.flat[7] = np.nan
     got = np.asarray(layers.max_pool(x, window, stride))
     out_sizes = [(n - window) // stride + 1 for n in shape[1:-1]]
     assert got.shape == (shape[0], *out_sizes, shape[-1])
+    spatial = tuple(range(1, len(shape) - 1))
     for index in np.ndindex(*out_sizes):
         block = x[(slice(None),) + tuple(slice(i * stride, i * stride + window) for i in index)]
-        spatial = tuple(range(1, len(shape) - 1))
-        np.testing.assert_array_equal(got[(slice(None),) + index], block.max(axis=spatial))
+        np.testing.assert_array_equal(got[(slice(None),) + index], block.max(axis=spatial))  # NaN wins
+    assert np.isnan(got).any()
+    # Gradient (the first maximum of a window takes it) and forward-mode derivative as
+    # reduce_window's, on an input without NaN.
+    x = np.nan_to_num(x)
     dims = (1,) + (window,) * (len(shape) - 2) + (1,)
     strides = (1,) + (stride,) * (len(shape) - 2) + (1,)
-    cotangent = np.random.default_rng(1).normal(size=got.shape).astype(np.float32)
+
+    def reference(a):
+        return jax.lax.reduce_window(a, -jnp.inf, jax.lax.max, dims, strides, "VALID")
+    cotangent = rng.normal(size=got.shape).astype(np.float32)
     grad = jax.grad(lambda a: jnp.sum(layers.max_pool(a, window, stride) * cotangent))(x)
-    ref = jax.grad(lambda a: jnp.sum(jax.lax.reduce_window(a, -jnp.inf, jax.lax.max, dims, strides, "VALID")
-                                     * cotangent))(x)
-    np.testing.assert_array_equal(grad, ref)
+    np.testing.assert_array_equal(grad, jax.grad(lambda a: jnp.sum(reference(a) * cotangent))(x))
+    tangent = rng.normal(size=shape).astype(np.float32)
+    _, forward = jax.jvp(lambda a: layers.max_pool(a, window, stride), (x,), (tangent,))
+    np.testing.assert_array_equal(forward, jax.jvp(reference, (x,), (tangent,))[1])
 
 
 def test_count_macs_hand_computed():
