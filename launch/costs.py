@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -51,17 +52,30 @@ class SparseSetup:
             masks = self.levels.masks(params)
         self.counts = {n: [SliceCounts(m, masklib.kernel_axes(n, m.shape).spatial) for m in stack]
                        for n, stack in masks.items()}
+        self._charged.cache_clear()
 
     def nonzero(self, space, arch) -> int:
         """Nonzero parameters of `arch`: its prunable kernels' kept weights, the rest dense."""
-        dense = sum(math.prod(shape) for name, shape in space.param_shapes(arch).items()
-                    if name not in self.names)
-        return dense + self.keep(space, arch)
+        try:
+            return self._charged(space, tuple(arch.items()))
+        except TypeError:  # an unhashable option: let param_shapes name it
+            return self._nonzero(space, arch)
 
-    def keep(self, space, arch) -> int:
+    def _nonzero(self, space, arch) -> int:
+        shapes = space.param_shapes(arch)
+        dense = sum(math.prod(shape) for name, shape in shapes.items() if name not in self.names)
+        return dense + self.keep(space, arch, shapes)
+
+    def __post_init__(self):
+        # Budget checks and the size they rank by ask for the same archs one after the
+        # other (an enumeration asks for every arch of the space twice).
+        self._charged = functools.lru_cache(maxsize=4096)(
+            lambda space, items: self._nonzero(space, dict(items)))
+
+    def keep(self, space, arch, shapes: dict | None = None) -> int:
         """The prunable weights `arch` is charged: counted in its slices once measured."""
         total = 0
-        for name, shape in space.param_shapes(arch).items():
+        for name, shape in (shapes or space.param_shapes(arch)).items():
             if name not in self.names:
                 continue
             if self.counts is None:

@@ -123,6 +123,7 @@ class Space:
 
     def _copy(self, **attrs) -> "Space":
         clone = copy.copy(self)
+        clone.__dict__.pop("_structural_space", None)  # a clone's choices change: recompute it
         clone._choices = dict(self._choices)
         clone.config = dict(self.config)
         for key, value in attrs.items():
@@ -333,8 +334,14 @@ class Space:
         """Shape of every trainable parameter of the compact model of `arch`, by dotted
         name (`sparse.masks.leaf_name`). Shipped spaces answer in closed form; others
         build the compact model abstractly (cached)."""
-        structural = self.without_sparsity().validate(self.structure(arch))
+        structural = self._structural().validate(self.structure(arch))
         return dict(self._param_shapes(tuple(structural.items())))
+
+    def _structural(self) -> "Space":
+        """`without_sparsity()`, kept: `param_shapes` is asked for every arch of a space."""
+        if "_structural_space" not in self.__dict__:
+            self.__dict__["_structural_space"] = self.without_sparsity()
+        return self.__dict__["_structural_space"]
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 — bounded; spaces live as long as the run
     def _param_shapes(self, items: tuple) -> tuple:

@@ -18,6 +18,7 @@ nonzeros of exactly the weights the evaluated sub-network uses.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Mapping, Sequence
 
 import jax
@@ -57,7 +58,11 @@ class Levels:
         """`kernel`'s density at each option."""
         if self.densities is None:
             return tuple(1.0 - s for s in self.options)
-        return self.densities[self.names.index(kernel)]
+        return self.densities[self._index[kernel]]
+
+    @functools.cached_property
+    def _index(self) -> dict[str, int]:
+        return {name: i for i, (name, _) in enumerate(self.choice_of)}
 
     def keeps(self, kernel: str, size: int) -> np.ndarray:
         """Weights `kernel` (of `size` weights) keeps at each option."""

@@ -1,7 +1,9 @@
 """Compressed storage of sparse kernels (for size, not speed: `docs/algorithms.md` §8).
 
-- COO through `jax.experimental.sparse.BCOO`: nonzero values plus their
-  indices, any pattern.
+- COO: nonzero values plus their indices (row-major order), any pattern; the
+  layout `jax.experimental.sparse.BCOO((data, indices), shape=shape)` takes as is.
+  Written and read with NumPy: BCOO's own conversions compile once per kernel
+  shape (about 1.5 s each on CPU) for what is an index lookup.
 - N:M packed: in every group of M consecutive weights along the inputs
   (`masks.kernel_axes`) at most N survive; store those N values and their
   positions in the group (uint8), i.e. N/M of the values plus a small index
@@ -17,15 +19,25 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import jax.numpy as jnp
 import numpy as np
-from jax.experimental import sparse as jsparse
 
 from sparse import masks as masklib
 
 
-def to_bcoo(weight) -> jsparse.BCOO:
-    return jsparse.BCOO.fromdense(jnp.asarray(weight))
+def to_coo(weight) -> tuple[np.ndarray, np.ndarray]:
+    """(data, indices) of `weight`'s nonzeros: `[nse]` values and `[nse, ndim]` int32
+    indices, in row-major order."""
+    weight = np.asarray(weight)
+    indices = np.argwhere(weight != 0)
+    return weight[tuple(indices.T)], indices.astype(np.int32)
+
+
+def from_coo(data, indices, shape: Sequence[int]) -> np.ndarray:
+    """The dense array of `to_coo`'s output."""
+    data = np.asarray(data)
+    dense = np.zeros(tuple(shape), data.dtype)
+    dense[tuple(np.asarray(indices).T)] = data
+    return dense
 
 
 def pack_nm(weight, n: int, m: int, name: str = "kernel") -> tuple[np.ndarray, np.ndarray]:
@@ -74,9 +86,7 @@ def save(path: Path | str, params, names: Sequence[str], nm: tuple[int, int] | N
             arrays[f"nm/{name}/m"] = np.asarray(nm[1])
             stored = values.nbytes + positions.nbytes
         else:
-            coo = to_bcoo(dense)
-            arrays[f"coo/{name}/data"] = np.asarray(coo.data)
-            arrays[f"coo/{name}/indices"] = np.asarray(coo.indices).astype(np.int32)
+            arrays[f"coo/{name}/data"], arrays[f"coo/{name}/indices"] = to_coo(dense)
             arrays[f"coo/{name}/shape"] = np.asarray(dense.shape)
             stored = arrays[f"coo/{name}/data"].nbytes + arrays[f"coo/{name}/indices"].nbytes
         ratios[name] = stored / dense.nbytes
@@ -98,9 +108,8 @@ def load(path: Path | str) -> dict[str, np.ndarray]:
                 out[rest] = f[key]
             elif kind == "coo" and rest.endswith("/data"):
                 name = rest[:-len("/data")]
-                coo = jsparse.BCOO((jnp.asarray(f[key]), jnp.asarray(f[f"coo/{name}/indices"])),
-                                   shape=tuple(int(d) for d in f[f"coo/{name}/shape"]))
-                out[name] = np.asarray(coo.todense())
+                out[name] = from_coo(f[key], f[f"coo/{name}/indices"],
+                                     tuple(int(d) for d in f[f"coo/{name}/shape"]))
             elif kind == "nm" and rest.endswith("/values"):
                 name = rest[:-len("/values")]
                 out[name] = unpack_nm(f[key], f[f"nm/{name}/positions"],

@@ -93,24 +93,29 @@ def _final_state(run: Path):
 
 @pytest.fixture(scope="module")
 def references(tmp_path_factory, env):
-    """Each config run once uninterrupted (its checkpoint count tells where to stop the others)."""
-    out = {}
-    for name, body in CONFIGS.items():
-        directory = tmp_path_factory.mktemp(f"ref-{name}")
-        config = directory / f"{name}.yaml"
-        config.write_text(yaml.safe_dump(body))
-        run = directory / "run"
-        done = subprocess.run(_nas("search", str(config), "--out", str(run), "--quiet"), env=env,
-                              capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-        out[name] = (config, run)
-    return out
+    """name → (config, run): the config run once uninterrupted (its checkpoint count tells
+    where to stop the others), on first use, so a test worker runs only the references of
+    the tests it was given."""
+    done = {}
+
+    def reference(name: str):
+        if name not in done:
+            directory = tmp_path_factory.mktemp(f"ref-{name}")
+            config = directory / f"{name}.yaml"
+            config.write_text(yaml.safe_dump(CONFIGS[name]))
+            run = directory / "run"
+            finished = subprocess.run(_nas("search", str(config), "--out", str(run), "--quiet"), env=env,
+                                      capture_output=True, text=True)
+            assert finished.returncode == 0, finished.stderr
+            done[name] = (config, run)
+        return done[name]
+    return reference
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_sigterm_then_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run(references, env,
                                                                               tmp_path, name):
-    config, reference = references[name]
+    config, reference = references(name)
     saves = _committed_steps(reference)[-1]
     rng = np.random.default_rng(sum(map(ord, name)))
     run = tmp_path / "run"
@@ -148,7 +153,7 @@ def test_a_truncated_checkpoint_is_named_and_the_step_before_is_used(references,
     from launch import config as configs
     from launch import run as runs
     from launch.context import setup
-    config, reference = references["dense"]
+    config, reference = references("dense")
     run = tmp_path / "run"
     shutil.copytree(reference, run)
     latest = _committed_steps(run)[-1]

@@ -584,6 +584,19 @@ def test_nm_packing_and_coo_storage_round_trip(tmp_path):
             np.testing.assert_array_equal(loaded[name], value)
 
 
+def test_coo_is_bcoos_layout_and_round_trips():
+    from jax.experimental import sparse as jsparse
+    weight = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (3, 5, 4)))
+    weight = weight * (np.random.default_rng(1).random(weight.shape) < 0.3)
+    data, indices = storage.to_coo(weight)
+    reference = jsparse.BCOO.fromdense(jnp.asarray(weight))
+    np.testing.assert_array_equal(data, reference.data)
+    np.testing.assert_array_equal(indices, reference.indices)
+    assert indices.dtype == np.int32
+    np.testing.assert_array_equal(storage.from_coo(data, indices, weight.shape), weight)
+    np.testing.assert_array_equal(jsparse.BCOO((data, indices), shape=weight.shape).todense(), weight)
+
+
 @pytest.mark.parametrize("name,options,shape", [("mlp", {}, (64,)), ("cnn1d", {"norm": "none"}, (40, 1)),
                                                 ("cnn1d", {"norm": "batch"}, (40, 1))])
 def test_dead_unit_removal_keeps_outputs_and_shrinks(name, options, shape):

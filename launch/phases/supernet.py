@@ -59,11 +59,12 @@ def anchors(ctx, space=None) -> tuple[dict, dict]:
     sparse), the max within the budget."""
     space = space or ctx.space
     low, high, _ = space.extremes(_size(ctx))
-    if ctx.constraint is not None and not ctx.constraint(high):
-        feasible = [a for a in space.enumerate(limit=200_000) if ctx.constraint(a)] \
-            if space.size() <= 200_000 else []
-        if feasible:
-            high = max(feasible, key=_size(ctx))
+    if ctx.constraint is not None and not ctx.constraint(high) and space.size() <= 200_000:
+        size, best = _size(ctx), None
+        for arch in space.enumerate(limit=200_000):
+            if ctx.constraint(arch) and (best is None or size(arch) > best[0]):
+                best = (size(arch), arch)
+        high = high if best is None else best[1]
     return high, low
 
 
