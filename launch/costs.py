@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import numpy as np
@@ -52,14 +51,22 @@ class SparseSetup:
             masks = self.levels.masks(params)
         self.counts = {n: [SliceCounts(m, masklib.kernel_axes(n, m.shape).spatial) for m in stack]
                        for n, stack in masks.items()}
-        self._charged.cache_clear()
+        self._charged = {}
 
     def nonzero(self, space, arch) -> int:
         """Nonzero parameters of `arch`: its prunable kernels' kept weights, the rest dense."""
         try:
-            return self._charged(space, tuple(arch.items()))
+            key = (space, tuple(arch.items()))
+            hash(key)
         except TypeError:  # an unhashable option: let param_shapes name it
             return self._nonzero(space, arch)
+        if key not in self._charged:
+            # Budget checks and the size they rank by ask for the same archs one after the
+            # other (an enumeration asks for every arch of the space twice); bounded.
+            if len(self._charged) >= 4096:
+                self._charged = {}
+            self._charged[key] = self._nonzero(space, arch)
+        return self._charged[key]
 
     def _nonzero(self, space, arch) -> int:
         shapes = space.param_shapes(arch)
@@ -67,10 +74,7 @@ class SparseSetup:
         return dense + self.keep(space, arch, shapes)
 
     def __post_init__(self):
-        # Budget checks and the size they rank by ask for the same archs one after the
-        # other (an enumeration asks for every arch of the space twice).
-        self._charged = functools.lru_cache(maxsize=4096)(
-            lambda space, items: self._nonzero(space, dict(items)))
+        self._charged = {}  # (space, arch items) → nonzero, for the current counts
 
     def keep(self, space, arch, shapes: dict | None = None) -> int:
         """The prunable weights `arch` is charged: counted in its slices once measured."""

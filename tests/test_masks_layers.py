@@ -134,12 +134,12 @@ def test_avg_pool_same_ignores_padding():
     np.testing.assert_allclose(got, ref, rtol=1e-6)
 
 
-@pytest.mark.parametrize("shape, window, stride",
-                         [((2, 7, 9, 3), 2, 2), ((2, 9, 3), 3, 3), ((2, 7, 8, 3), 3, 2)])
+@pytest.mark.parametrize("shape, window, stride", [((2, 7, 9, 3), 2, 2), ((2, 9, 3), 3, 3),
+                                                   ((1, 4, 5, 4, 2), 2, 2), ((2, 7, 8, 3), 3, 2)])
 def test_max_pool_against_loops_and_reduce_window_ties_and_nans_included(shape, window, stride):
     rng = np.random.default_rng(0)
     x = np.round(rng.normal(size=shape)).astype(np.float32)   # rounded: windows with ties
-    x.flat[7] = np.nan
+    x.flat[[0, 7, 8]] = np.nan   # NaNs first, last and twice in a window
     got = np.asarray(layers.max_pool(x, window, stride))
     out_sizes = [(n - window) // stride + 1 for n in shape[1:-1]]
     assert got.shape == (shape[0], *out_sizes, shape[-1])
@@ -148,9 +148,8 @@ def test_max_pool_against_loops_and_reduce_window_ties_and_nans_included(shape, 
         block = x[(slice(None),) + tuple(slice(i * stride, i * stride + window) for i in index)]
         np.testing.assert_array_equal(got[(slice(None),) + index], block.max(axis=spatial))  # NaN wins
     assert np.isnan(got).any()
-    # Gradient (the first maximum of a window takes it) and forward-mode derivative as
-    # reduce_window's, on an input without NaN.
-    x = np.nan_to_num(x)
+    # Gradient (the first maximum of a window takes it; in a window with a NaN, the
+    # largest other element) and forward-mode derivative as reduce_window's.
     dims = (1,) + (window,) * (len(shape) - 2) + (1,)
     strides = (1,) + (stride,) * (len(shape) - 2) + (1,)
 
