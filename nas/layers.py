@@ -285,7 +285,7 @@ def max_pool(x, window: int, stride: int):
     Non-overlapping windows (window = stride) are a reshape and a running max over the
     window's positions, whose derivative is a select by a position kept from the same
     pass: elementwise, where `reduce_window`'s is a variadic reduction over index arrays
-    plus a scatter (1.5–3% of the conv macro's weight step on CPU). Values, gradients
+    plus a scatter (1.5–6% of the conv macro's weight step on CPU). Values, gradients
     and forward-mode derivatives equal `reduce_window`'s, ties (the first maximum) and
     NaNs included; a window of only −∞ gets no derivative (`reduce_window`'s gradient
     gives it to the first position, its forward-mode derivative does not).
