@@ -32,6 +32,9 @@ class SparseSetup:
     #                                  each kernel's density at `target` (levels hold their own)
     counts: dict | None = None       # after `measure`: kernel → [SliceCounts per level]
 
+    def __post_init__(self):
+        self._charged = {}  # (space, arch items) → nonzero, for the current counts
+
     def sparsity(self, space, arch, kernel: str) -> float:
         return space.sparsity_of(arch, kernel) if self.levels is not None else self.target
 
@@ -72,9 +75,6 @@ class SparseSetup:
         shapes = space.param_shapes(arch)
         dense = sum(math.prod(shape) for name, shape in shapes.items() if name not in self.names)
         return dense + self.keep(space, arch, shapes)
-
-    def __post_init__(self):
-        self._charged = {}  # (space, arch items) → nonzero, for the current counts
 
     def keep(self, space, arch, shapes: dict | None = None) -> int:
         """The prunable weights `arch` is charged: counted in its slices once measured."""

@@ -282,9 +282,9 @@ class MultiHeadAttention(nnx.Module):
 def max_pool(x, window: int, stride: int):
     """Max pool over the spatial axes of `[batch, *spatial, channels]`, VALID padding.
 
-    Non-overlapping windows (window = stride) are a reshape and a running max over the
-    window's positions, whose derivative is a select by a position kept from the same
-    pass: elementwise, where `reduce_window`'s is a variadic reduction over index arrays
+    Non-overlapping windows (window = stride) are a reshape and a max over the window
+    axes, whose derivative (a custom JVP) selects by the position `reduce_window`'s
+    derivative would choose: elementwise, where `reduce_window`'s is a variadic reduction over index arrays
     plus a scatter (1.5–6% of the conv macro's weight step on CPU). Values, gradients
     and forward-mode derivatives equal `reduce_window`'s, ties (the first maximum) and
     NaNs included; a window of only −∞ gets no derivative (`reduce_window`'s gradient
@@ -307,38 +307,34 @@ def _window_offsets(window: int, nd: int):
         yield (slice(None),) + tuple(itertools.chain.from_iterable((slice(None), o) for o in offset))
 
 
-def _first_max(blocks, window: int):
-    """(max over each window, NaN propagating; the window position its derivative comes
-    from, −1 for none), the position chosen as `reduce_window`'s derivative chooses it: a
-    running choice from −∞ that keeps what it holds while that is ≥ the next value, so
-    ties go to the first maximum, and NaN compares false either way."""
+def _derivative_position(blocks, window: int):
+    """The window position (−1 for none) `reduce_window`'s derivative takes each window's
+    derivative from: a running choice from −∞ that keeps what it holds while that is ≥
+    the next value, so ties go to the first maximum and NaN compares false either way."""
     nd = (blocks.ndim - 2) // 2
-    best = index = held = None
+    held = index = None
     for k, at in enumerate(_window_offsets(window, nd)):
         value = blocks[at]
-        if best is None:
-            best = value
+        if held is None:
             held = jnp.full(value.shape, -jnp.inf, value.dtype)
             index = jnp.full(value.shape, -1, jnp.int32)
-        else:
-            best = jnp.where((value > best) | jnp.isnan(value), value, best)
         keep = held >= value
         held, index = jnp.where(keep, held, value), jnp.where(keep, index, k)
-    return best, index
+    return index
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _block_max(blocks, window: int):
-    return _first_max(blocks, window)[0]
+    return jnp.max(blocks, axis=tuple(range(2, blocks.ndim - 1, 2)))  # NaN propagates
 
 
 @_block_max.defjvp
 def _block_max_jvp(window, primals, tangents):
     (blocks,), (tangent,) = primals, tangents
-    best, index = _first_max(blocks, window)
-    nd = (blocks.ndim - 2) // 2
+    best = _block_max(blocks, window)
+    index = _derivative_position(blocks, window)
     out = jnp.zeros(best.shape, tangent.dtype)
-    for k, at in enumerate(_window_offsets(window, nd)):
+    for k, at in enumerate(_window_offsets(window, (blocks.ndim - 2) // 2)):
         out = jnp.where(index == k, tangent[at], out)
     return best, out
 

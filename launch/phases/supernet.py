@@ -62,8 +62,10 @@ def anchors(ctx, space=None) -> tuple[dict, dict]:
     if ctx.constraint is not None and not ctx.constraint(high) and space.size() <= 200_000:
         size, best = _size(ctx), None
         for arch in space.enumerate(limit=200_000):
-            if ctx.constraint(arch) and (best is None or size(arch) > best[0]):
-                best = (size(arch), arch)
+            if ctx.constraint(arch):
+                charged = size(arch)
+                if best is None or charged > best[0]:
+                    best = (charged, arch)
         high = high if best is None else best[1]
     return high, low
 
