@@ -284,11 +284,12 @@ def max_pool(x, window: int, stride: int):
 
     Non-overlapping windows (window = stride) are a reshape and a max over the window
     axes, whose derivative (a custom JVP) selects by the position `reduce_window`'s
-    derivative would choose: elementwise, where `reduce_window`'s is a variadic reduction over index arrays
-    plus a scatter (1.5–6% of the conv macro's weight step on CPU). Values, gradients
-    and forward-mode derivatives equal `reduce_window`'s, ties (the first maximum) and
-    NaNs included; a window of only −∞ gets no derivative (`reduce_window`'s gradient
-    gives it to the first position, its forward-mode derivative does not).
+    derivative would choose: elementwise, where `reduce_window`'s is a variadic
+    reduction over index arrays plus a scatter (a few percent of the conv macro's weight
+    step on CPU). Values, gradients and forward-mode derivatives equal `reduce_window`'s,
+    ties (the first maximum) and NaNs included; a window of only −∞ gets no derivative
+    (`reduce_window`'s gradient gives it to the first position, its forward-mode
+    derivative does not).
     """
     nd = x.ndim - 2
     if window != stride:
