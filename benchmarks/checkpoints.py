@@ -53,8 +53,7 @@ def run(epochs: int = 4, spaces_and_options=SPACES) -> list[dict]:
                 return step
             ctx.checkpoints.save = timed_save
             supernet.run(ctx, state)
-            ctx.checkpoints.close()
-            ctx.log.close()
+            ctx.close()
             size = sum(x.nbytes for x in jax.tree.leaves(arrays)) / 1e6
         # The first epoch includes compilation: epochs are timed between consecutive saves.
         epoch = float(np.median([b[0] - a[1] for a, b in zip(spans, spans[1:])]))

@@ -8,11 +8,15 @@ controller state, retrain progress, the seconds each phase has cost, how many
 metrics rows belong to the state). A checkpoint is both, committed atomically
 by Orbax; saves are asynchronous (only the device-to-host copy blocks).
 
-Once a save has finished, the writing process records every file of the step
-with its size and CRC-32 in `<step>/files.json`; `Checkpoints.restore` walks
-the committed steps from the newest, checks them against that record, and
-reports a damaged step naming the file (truncated, altered or missing), then
-tries the previous step. A step Orbax itself cannot read is skipped the same way.
+Every step carries, inside its own commit, the CRC-32 of each array's bytes
+(`meta["array_crc"]`), so even the newest step of a killed run — written, but
+not yet recorded below — is checked after restoring. Once a save has finished,
+the writing process also records every file of the step with its size and
+CRC-32 in `<step>/files.json`. `Checkpoints.restore` walks the committed steps
+from the newest, checks them against both records, and reports a damaged step
+naming the file (truncated, altered or missing) or the array, then tries the
+previous step. A step Orbax itself cannot read, or whose record is unreadable,
+is skipped the same way.
 `StopSignal` turns SIGTERM/SIGINT into a flag the phases check between steps
 (never saving from inside a handler); a phase that sees it saves and raises
 `Stopped`.
@@ -51,8 +55,8 @@ class Stopped(Exception):
     """A stop was requested (SIGTERM/SIGINT or a preemption notice); the state is saved."""
 
 
-class CorruptCheckpoint(Exception):
-    """No committed checkpoint of the run could be read."""
+class CorruptCheckpoint(ValueError):
+    """No committed checkpoint of the run could be read (a bad-input error: one line, exit 2)."""
 
 
 class StopSignal:
@@ -131,8 +135,9 @@ class Checkpoints:
         self.wait()
         step = (self.manager.latest_step() or 0) + 1
         # The JSON is written on a background thread: give it a copy the run cannot change.
+        meta = {**copy.deepcopy(state.meta), CRC_KEY: array_checksums(state.arrays)}
         self.manager.save(step, args=ocp.args.Composite(
-            arrays=ocp.args.StandardSave(state.arrays), meta=ocp.args.JsonSave(copy.deepcopy(state.meta))),
+            arrays=ocp.args.StandardSave(state.arrays), meta=ocp.args.JsonSave(meta)),
             metrics=metrics, force=True)
         self._unrecorded = step
         self.policy.saved()
@@ -196,6 +201,7 @@ class Checkpoints:
                     layout = template(meta["meta"]) if callable(template) else template
                     arrays = self.manager.restore(step, args=ocp.args.Composite(
                         arrays=ocp.args.StandardRestore(layout)))
+                    found = _altered_array(meta["meta"].get(CRC_KEY), arrays["arrays"])
             except Exception as err:  # noqa: BLE001 - any unreadable file means: try the step before
                 found = " ".join(str(err).split())[:300]
             if found is not None:
@@ -206,7 +212,8 @@ class Checkpoints:
             if not self.read_only:
                 for damaged in failures:  # a damaged step would hold one of the `keep` places
                     self.manager.delete(damaged)
-            return RunState(dict(arrays["arrays"]), dict(meta["meta"])), step
+            meta = {k: v for k, v in meta["meta"].items() if k != CRC_KEY}
+            return RunState(dict(arrays["arrays"]), meta), step
         if failures:
             raise CorruptCheckpoint(f"no readable checkpoint in {self.directory} (steps "
                                     f"{', '.join(map(str, failures))} are damaged)")
@@ -219,6 +226,38 @@ class Checkpoints:
 
 
 FILES = "files.json"  # a step's record of its files
+CRC_KEY = "array_crc"  # the meta entry recording each array's CRC-32 (within the step's commit)
+
+
+def array_checksums(arrays) -> dict[str, int | None]:
+    """{path: CRC-32 of the array's bytes} of a pytree of arrays. An array this process
+    holds only a part of (sharded over hosts) records None: it is checked by the files'
+    record alone."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(arrays)[0]:
+        if isinstance(leaf, jax.Array) and not (leaf.is_fully_addressable or leaf.is_fully_replicated):
+            out[jax.tree_util.keystr(path)] = None
+            continue
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            leaf = leaf.addressable_data(0)
+        out[jax.tree_util.keystr(path)] = zlib.crc32(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
+    return out
+
+
+def _altered_array(recorded: dict | None, arrays) -> str | None:
+    """Which restored array differs from the checksums its step recorded (None: all equal,
+    or a step written before checksums were recorded)."""
+    if recorded is None:
+        return None
+    if not isinstance(recorded, dict):
+        return f"its {CRC_KEY} record is not an object"
+    restored = array_checksums(arrays)
+    for path, crc in restored.items():
+        if path not in recorded:
+            return f"array {path} is not in its {CRC_KEY} record"
+        if crc is not None and recorded[path] is not None and recorded[path] != crc:
+            return f"array {path} was altered (CRC-32 differs from the one saved with the step)"
+    return None
 
 
 def _record_files(step_dir: Path) -> None:
@@ -237,7 +276,12 @@ def _damaged_file(step_dir: Path) -> str | None:
     recorded = step_dir / FILES
     if not recorded.exists():
         return None
-    for name, (size, crc) in json.loads(recorded.read_text()).items():
+    try:
+        record = json.loads(recorded.read_text())
+        entries = [(str(name), int(size), int(crc)) for name, (size, crc) in record.items()]
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
+        return f"its record {recorded} is unreadable (not {{file: [size, crc32]}} JSON)"
+    for name, size, crc in entries:
         path = step_dir / name
         if not path.exists():
             return f"file {path} is missing"

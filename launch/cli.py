@@ -31,6 +31,7 @@ for mistyped arguments).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -398,43 +399,57 @@ def cmd_config(args) -> None:
 _SPARSITY_CONFIG = ("sparsity_levels", "sparsity_kernels")  # searched sparsity: nas train trains dense
 
 
-def _read_arch(path: Path) -> tuple[dict, str | None, dict]:
-    """(choices, space name or None, space options) of an --arch file or export directory."""
-    file = path / "arch.json" if path.is_dir() else path
+def _read_arch(path: Path) -> tuple[dict, str | None, dict, Path | None]:
+    """(choices, space name or None, space options, export directory or None) of an --arch
+    file, an export directory or a run directory (its best/)."""
+    from launch import export
+    if path.is_dir():
+        path = export.locate(path) / "arch.json"
+    file = path
     try:
         content = json.loads(file.read_text())
     except FileNotFoundError:
         raise UsageError(f"nas train: --arch file {str(file)!r} does not exist") from None
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UsageError(f"nas train: --arch file {str(file)!r} is not JSON ({err})") from None
     if not isinstance(content, dict):
         raise UsageError(f"nas train: --arch file {str(file)!r} must hold a JSON object")
     if "choices" not in content:
-        return content, None, {}
+        return content, None, {}, None
     choices, described = content["choices"], content.get("space_config", {})
     if not isinstance(choices, dict) or not isinstance(described, dict) \
             or not isinstance(described.get("config", {}), dict):
         raise UsageError(f"nas train: --arch file {str(file)!r} is not an export: `choices` must "
                          "be an object and `space_config` a space description")
     options = {k: v for k, v in described.get("config", {}).items() if k not in _SPARSITY_CONFIG}
-    return choices, content.get("space", described.get("name")), options
+    return choices, content.get("space", described.get("name")), options, file.parent
 
 
 def cmd_train(args) -> None:
     import nas
     from launch import export
+    from launch.files import write_directory_atomic
     from launch.train import TrainConfig, train
 
-    choices, named, options = _read_arch(args.arch) if args.arch else (None, None, {})
+    if args.out is not None and args.out.exists():
+        raise UsageError(f"nas train: --out {str(args.out)!r} already exists; choose another "
+                         "directory or delete it")
+    choices, named, options, exported = _read_arch(args.arch) if args.arch else (None, None, {}, None)
     if named and args.space and named != args.space:
         raise UsageError(f"nas train: --arch file is for space {named!r}, not --space {args.space!r}")
     name = args.space or named
     if not name:
         raise UsageError("nas train: --sample needs --space" if args.arch is None else
                          "nas train: give --space (the arch file does not name its space)")
+    # An export is trained again on its own data set unless --data names another.
+    data_section = {"name": args.data, "path": args.data_path, "options": args.data_options,
+                    "val_fraction": args.val_fraction}
+    if exported is not None and args.data is None:
+        recorded, _ = export.data_config(exported)
+        data_section = {**dataclasses.asdict(recorded.data),
+                        **{k: v for k, v in data_section.items() if v is not None}}
     given = {"space": {"name": name, "options": {**options, **(args.space_options or {})}},
-             "data": {"name": args.data, "path": args.data_path, "options": args.data_options,
-                      "val_fraction": args.val_fraction},
+             "data": data_section,
              "retrain": {"epochs": args.epochs, "batch_size": args.batch_size,
                          "learning_rate": args.learning_rate, "warmup_epochs": args.warmup_epochs,
                          "weight_decay": args.weight_decay},
@@ -457,12 +472,12 @@ def cmd_train(args) -> None:
     print(f"trained {train_cfg.epochs} epochs in {result.seconds:.1f} s: "
           f"val accuracy {result.val_accuracy:.4f}, test accuracy {result.test_accuracy:.4f}")
     if args.out:
-        export.save(args.out, result.model, {
+        write_directory_atomic(args.out, lambda tmp: export.save(tmp, result.model, {
             "space": space.name, "choices": arch, "params": params, "flops": flops,
             "metrics": {"val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
                         "train_seconds": result.seconds},
             "data": cfg.data.name, "retrain": vars(train_cfg), "space_config": bound.to_dict(),
-            "engine": f"jaxnas {_VERSION}"})
+            "engine": f"jaxnas {_VERSION}"}))
         print(f"wrote {args.out} (arch.json + Orbax weights)")
 
 
@@ -505,6 +520,13 @@ def _contents(directory: Path) -> str:
     return ", ".join(p.name + ("/" if p.is_dir() else "") for p in sorted(directory.iterdir()))
 
 
+def _not_written_by_export(directory: str, names: list[str]) -> set[str]:
+    """What a copy of an export leaves out: leftovers of interrupted atomic writes (*.tmp)
+    and symbolic links, which an export never writes (they could bring in files from
+    outside the run)."""
+    return {n for n in names if n.endswith(".tmp") or os.path.islink(os.path.join(directory, n))}
+
+
 def cmd_export(args) -> None:
     from launch import export
     from launch.files import write_directory_atomic
@@ -518,8 +540,7 @@ def cmd_export(args) -> None:
         source = export.locate(args.run_dir)
 
         def fill(tmp: Path) -> None:
-            # Leftovers of interrupted atomic writes (*.tmp) are not part of the export.
-            shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.tmp"))
+            shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=_not_written_by_export)
             if stablehlo:
                 export.to_stablehlo(export.load(tmp).model, tmp)
         print(f"export {source}")
@@ -577,8 +598,10 @@ def main(argv: list[str] | None = None) -> int:
         # Anticipated failures: bad flags, configs, files (missing, corrupt, unreadable).
         if os.environ.get("NAS_DEBUG") and not isinstance(err, UsageError):
             raise
-        message = str(err) if isinstance(err, UsageError) else f"nas: error: {err}"
-        print(" ".join(message.split()), file=sys.stderr)
+        message = str(err)
+        if isinstance(err, UsageError):  # "nas train: …" → "nas: error: train: …"
+            message = message.removeprefix("nas ")
+        print(" ".join(f"nas: error: {message}".split()), file=sys.stderr)
         return 2
 
 

@@ -17,6 +17,7 @@ import ast
 import dataclasses
 import inspect
 import io
+import math
 import textwrap
 import tokenize
 import types
@@ -339,8 +340,17 @@ def _check(cfg: Config) -> None:
         if flat[path] is not None and flat[path] < 1:
             raise ValueError(f"config {path} = {flat[path]!r}: must be ≥ 1")
     for path, value in flat.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"config {path} = {value!r}: must be a finite number")
         if isinstance(value, float) and value < 0:
             raise ValueError(f"config {path} = {value!r}: must be ≥ 0")
+    if not 0 <= cfg.seed < 2 ** 32:
+        raise ValueError(f"config seed = {cfg.seed!r}: must be in [0, 2^32)")
+    for section in ("supernet", "retrain"):
+        body = getattr(cfg, section)
+        if body.warmup_epochs > 10 * body.epochs:  # its learning rate would stay near zero
+            raise ValueError(f"config {section}.warmup_epochs = {body.warmup_epochs!r}: must be ≤ "
+                             f"10 × {section}.epochs = {10 * body.epochs}")
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise ValueError(f"config data.val_fraction = {cfg.data.val_fraction!r}: must be in [0, 1)")
     if cfg.data.val_fraction == 0.0:
@@ -519,6 +529,9 @@ def load(path: Path | str, overrides: typing.Sequence[str] = ()) -> Config:
         raise ValueError(f"config file {str(path)!r} does not exist") from None
     except IsADirectoryError:
         raise ValueError(f"config path {str(path)!r} is a directory, not a YAML file") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"config file {str(path)!r} is not UTF-8 text (byte {err.start}); save it "
+                         "as UTF-8 YAML") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:

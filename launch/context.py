@@ -69,6 +69,7 @@ class Context:
     # A Ray Tune trial's reporter, `on_save(ctx, state, step)`, called after every save (the
     # step may still be committing); with one set, a save also follows every metrics row.
     on_save: Callable | None = None
+    lock: object | None = None         # the run dir's lock file, held while the run writes
 
     @property
     def gradient(self) -> bool:
@@ -78,6 +79,15 @@ class Context:
         """Print on the writing process only."""
         if self.parallel.is_writer:
             self.echo(text)
+
+    def close(self) -> None:
+        """Finish the last save, close the log and let another process take the run dir."""
+        try:
+            self.checkpoints.close()
+            self.log.close()
+        finally:
+            if self.lock is not None:
+                self.lock.close()
 
 
 def _retrain_space(cfg: configs.Config, space, data):
@@ -117,19 +127,67 @@ def setup(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=print,
     space, sparse_setup = costs.sparse_setup(cfg, space, model)
     constraint = costs.constraint(space, cfg.search, sparse_setup)
     _check_batches(cfg, data, parallel)
-    run_dir.mkdir(parents=True, exist_ok=True)
     config_text = configs.dump(cfg)
     stored = run_dir / "config.yaml"
-    if stored.exists() and stored.read_text() != config_text:
-        raise ValueError(f"run dir {str(run_dir)!r} holds a different config; pass another --out "
-                         "(or delete it)")
-    if parallel.is_writer and not read_only:
-        write_text_atomic(stored, config_text)
-    ck = cfg.checkpoint
-    checkpoints = Checkpoints(run_dir / "checkpoints", keep=ck.keep, every_steps=ck.every_steps,
-                              every_seconds=ck.every_seconds, is_writer=parallel.is_writer and not read_only,
-                              stop=stop, read_only=read_only)
+    lock = None
+    if not read_only:
+        _check_run_dir(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = _lock(run_dir) if parallel.is_writer else None
+    try:
+        if stored.exists() and stored.read_text() != config_text:
+            if read_only or _has_checkpoint(run_dir):
+                raise ValueError(f"run dir {str(run_dir)!r} holds a different config; pass another "
+                                 "--out (or delete it)")
+            echo(f"run dir {run_dir} has no checkpoint yet: its config.yaml is replaced")
+        if parallel.is_writer and not read_only:
+            write_text_atomic(stored, config_text)
+        ck = cfg.checkpoint
+        checkpoints = Checkpoints(run_dir / "checkpoints", keep=ck.keep, every_steps=ck.every_steps,
+                                  every_seconds=ck.every_seconds, stop=stop, read_only=read_only,
+                                  is_writer=parallel.is_writer and not read_only)
+        log = MetricsLog(run_dir, writer=parallel.is_writer and not read_only)
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
     graphdef = engine.split(model)[0]
-    log = MetricsLog(run_dir, writer=parallel.is_writer and not read_only)
     return Context(cfg, run_dir, data, space, retrain_space, model, graphdef, sparse_setup, constraint,
-                   log, checkpoints, parallel, Clock(), progress, echo, on_save)
+                   log, checkpoints, parallel, Clock(), progress, echo, on_save, lock)
+
+
+LOCK_FILE = ".lock"  # held (flock) by the process writing the run dir
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """A run dir is new, empty, or a run dir (it has config.yaml): never a user's other folder,
+    whose files a run would overwrite or delete."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise ValueError(f"run dir {str(run_dir)!r} is a file; pass a directory (--out)")
+    held = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)
+    if held and "config.yaml" not in held:
+        shown = ", ".join(held[:5]) + (", …" if len(held) > 5 else "")
+        raise ValueError(f"run dir {str(run_dir)!r} is not empty and not a run directory (no "
+                         f"config.yaml; it holds {shown}); pass a new or empty directory (--out)")
+
+
+def _lock(run_dir: Path):
+    """The run dir's lock, taken without waiting: a second process writing the same run dir
+    would interleave its log and checkpoints with the first's."""
+    import fcntl
+    handle = open(run_dir / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ValueError(f"run dir {str(run_dir)!r} is in use by another nas process (its "
+                         f"{LOCK_FILE} is locked); wait for it to end, or stop it first") from None
+    return handle
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    """Whether the run dir holds a committed checkpoint step (something to resume)."""
+    directory = run_dir / "checkpoints"
+    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())

@@ -11,6 +11,8 @@ train/validation split does, deterministically.
 from __future__ import annotations
 
 import dataclasses
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -79,20 +81,41 @@ def _mnist1d():
 
 @register("npz")
 def _npz(path: str | None = None):
-    """A user file holding arrays x_train, y_train, x_test, y_test."""
+    """A user file holding arrays x_train, y_train, x_test, y_test. Labels may be any
+    integer type; rows of a 2-D x (a table) get a channel axis."""
     if path is None:
         raise ValueError("data 'npz' needs path=FILE.npz holding x_train, y_train, x_test, y_test")
     if not Path(path).is_file():
         raise ValueError(f"data path {path!r} is not a file")
-    with np.load(path) as f:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f]
-        if missing:
-            raise ValueError(f"{path}: missing array {missing[0]!r} (has {sorted(f.files)})")
-        arrays = [np.asarray(f[k]) for k in ("x_train", "y_train", "x_test", "y_test")]
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+        empty = Path(path).stat().st_size == 0
+        raise ValueError(f"data path {path!r} is not a readable .npz archive "
+                         f"({'an empty file' if empty else ' '.join(str(err).split()) or type(err).__name__})"
+                         "; write one with numpy.savez(path, x_train=…, y_train=…, x_test=…, y_test=…)") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"data path {path!r} holds a single array (a .npy file), not an .npz archive "
+                         "of x_train, y_train, x_test, y_test (numpy.savez)")
+    try:
+        with archive as f:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f]
+            if missing:
+                raise ValueError(f"{path}: missing array {missing[0]!r} (has {sorted(f.files)})")
+            arrays = [np.asarray(f[k]) for k in ("x_train", "y_train", "x_test", "y_test")]
+    except (EOFError, OSError, zipfile.BadZipFile, zlib.error) as err:
+        raise ValueError(f"data path {path!r} is a damaged .npz archive ({err})") from None
     x_train, y_train, x_test, y_test = arrays
+    for name, x in (("x_train", x_train), ("x_test", x_test)):
+        if x.dtype.kind not in "biuf" or x.ndim < 2:
+            raise ValueError(f"{path}: {name} must be a numeric array [examples, features…], got "
+                             f"dtype {x.dtype} and shape {x.shape}")
     for name, y in (("y_train", y_train), ("y_test", y_test)):
-        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        if y.ndim != 1 or y.dtype.kind not in "iu" or (y.size and y.min() < 0):
             raise ValueError(f"{path}: {name} must be a 1-D array of non-negative integer labels")
+        if y.size and y.max() > np.iinfo(np.int32).max:
+            raise ValueError(f"{path}: {name} holds label {int(y.max())}; labels are class indices "
+                             f"0 … classes − 1 (at most {np.iinfo(np.int32).max})")
     for xs, ys, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
         if len(xs) != len(ys):
             raise ValueError(f"{path}: x_{split} has {len(xs)} rows but y_{split} has {len(ys)}")
@@ -131,12 +154,33 @@ def load(name: str, *, seed: int = 0, val_fraction: float = 0.1, **options) -> D
         x_train, y_train, x_test, y_test = _LOADERS[name](**options)
     except TypeError as err:
         raise ValueError(f"data {name!r}: bad option ({err})") from None
+    _check_splits(name, x_train, y_train, x_test, y_test)
     order = np.random.default_rng(seed).permutation(len(x_train))
     n_val = int(round(val_fraction * len(x_train)))
     val, train = order[:n_val], order[n_val:]
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    if len(train) == 0:
+        raise ValueError(f"data {name!r}: val_fraction {val_fraction} leaves no training example "
+                         f"of {len(x_train)}")
+    num_classes = int(y_train.max()) + 1
     return Dataset(name, x_train[train], y_train[train], x_train[val], y_train[val],
                    x_test, y_test, num_classes)
+
+
+def _check_splits(name: str, x_train, y_train, x_test, y_test) -> None:
+    """Examples in both splits, finite inputs, and no test class the training split lacks:
+    each would otherwise give a silently wrong run (NaN weights, a made-up class)."""
+    for split, xs in (("train", x_train), ("test", x_test)):
+        if len(xs) == 0:
+            raise ValueError(f"data {name!r}: the {split} split is empty")
+        bad = ~np.isfinite(xs)
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise ValueError(f"data {name!r}: x_{split} holds {int(bad.sum()):,} non-finite values "
+                             f"(NaN or ±inf; the first in row {row}); clean or impute them first")
+    unknown = np.setdiff1d(np.unique(y_test), np.unique(y_train))
+    if unknown.size:
+        raise ValueError(f"data {name!r}: y_test holds class(es) {unknown[:5].tolist()} that no "
+                         "training example has; the model could never predict them")
 
 
 class Batches:

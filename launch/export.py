@@ -119,12 +119,21 @@ def read_info(directory: Path | str) -> dict:
     file = locate(directory) / "arch.json"
     try:
         info = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{str(file)!r} is not JSON ({err})") from None
     if not isinstance(info, dict) or not isinstance(info.get("choices"), dict) \
             or not isinstance(info.get("space_config"), dict):
         raise ValueError(f"{str(file)!r} is not an export's arch.json: it needs the objects "
                          "`choices` and `space_config`")
+    described = info["space_config"]
+    if not isinstance(described.get("name"), str) or not isinstance(described.get("choices"), dict) \
+            or not isinstance(described.get("config", {}), dict):
+        raise ValueError(f"{str(file)!r}: `space_config` must describe a space (`name`, `choices`, "
+                         "`config`, as `Space.to_dict()` writes it)")
+    if described["name"] not in spaces.names():
+        raise ValueError(f"{str(file)!r} is an export of space {described['name']!r}, which is not "
+                         f"registered in this process (spaces are {spaces.names()}); import the "
+                         "module that registers it first")
     return info
 
 
@@ -134,7 +143,11 @@ def load(directory: Path | str) -> Exported:
     weights/, never through a supernet."""
     directory = locate(directory)
     info = read_info(directory)
-    space = spaces.from_dict(info["space_config"])
+    try:
+        space = spaces.from_dict(info["space_config"])
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{str(directory / 'arch.json')!r}: `space_config` does not rebuild a space "
+                         f"({type(err).__name__}: {err})") from None
     arch = space.validate(info["choices"])
     fixed = space.fix(arch)
     abstract = nnx.eval_shape(lambda: fixed.supernet_class(fixed, rngs=nnx.Rngs(0)))
@@ -311,8 +324,11 @@ def pareto_pick(run_dir: Path | str, n: int) -> FrontMember:
     if not state_file.is_file():
         raise ValueError(f"run {str(run_dir)!r} has no search_state.json: its search phase "
                          "has not started")
-    state = json.loads(state_file.read_text())
-    if "history" not in state:
+    try:
+        state = json.loads(state_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{str(state_file)!r} is damaged: not JSON ({err})") from None
+    if not isinstance(state, dict) or "history" not in state:
         raise ValueError(f"run {str(run_dir)!r} searched by argmax (one arch, no front); "
                          "export it with --pick best")
     cfg = configs.load(run_dir / "config.yaml")

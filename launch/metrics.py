@@ -4,6 +4,10 @@ Rows logged after the last checkpoint belong to work a resumed run repeats: on
 resume `truncate(rows)` drops them from metrics.jsonl (atomically) and the
 TensorBoard events are rewritten from the rows kept, so no row appears twice.
 Only the writing process (process 0 of a multi-host run) touches the files.
+A row is appended whole, but a crash can still tear the last one: a torn last
+row is dropped when the log is read (it belongs to work after the last
+checkpoint); a damaged row before it is an error naming the line. Rows are
+strict JSON: a non-finite number is written as null.
 """
 from __future__ import annotations
 
@@ -12,7 +16,30 @@ import math
 import shutil
 from pathlib import Path
 
-from launch.files import write_text_atomic
+from launch.files import strict_json, write_text_atomic
+
+
+def _read_rows(path: Path) -> list[dict]:
+    """The rows of metrics.jsonl; a torn (unparsable) last row is dropped."""
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError:
+        lines = path.read_bytes().decode(errors="replace").splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or "phase" not in row or "step" not in row:
+                raise ValueError("not a metrics row")
+        except ValueError as err:
+            if all(not rest.strip() for rest in lines[number:]):
+                break  # the row a crash tore while appending
+            raise ValueError(f"{path}: line {number} is not a metrics row ({err}); the log is "
+                             "damaged before its last row") from None
+        rows.append(row)
+    return rows
 
 
 class MetricsLog:
@@ -22,7 +49,7 @@ class MetricsLog:
         self.is_writer = writer
         self.records: list[dict] = []
         if self.path.exists():
-            self.records = [json.loads(line) for line in self.path.read_text().splitlines() if line]
+            self.records = _read_rows(self.path)
         self._tensorboard = None
 
     @property
@@ -36,7 +63,8 @@ class MetricsLog:
         self.records = self.records[:rows]
         if not self.is_writer:
             return
-        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+        write_text_atomic(self.path, "".join(json.dumps(strict_json(r), allow_nan=False) + "\n"
+                                             for r in self.records))
         self.close()
         shutil.rmtree(self.events, ignore_errors=True)
         for record in self.records:
@@ -49,7 +77,7 @@ class MetricsLog:
         if not self.is_writer:
             return
         with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
         self._scalars(record)
         self._flush()
 

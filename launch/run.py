@@ -89,8 +89,7 @@ def run_search(cfg: configs.Config, run_dir: Path, progress: bool = True,
             ctx.say(text.rstrip("\n"))
             return summary(ctx, state)
         finally:
-            ctx.checkpoints.close()
-            ctx.log.close()
+            ctx.close()
 
 
 def _devices(ctx: Context) -> str:
@@ -102,7 +101,7 @@ def _devices(ctx: Context) -> str:
 def summary(ctx: Context, state: RunState) -> report.Summary:
     """The finished run's summary, read from best/arch.json."""
     info = json.loads((Path(ctx.run_dir) / "best" / "arch.json").read_text())
-    return export.summary(ctx, info, retrain.results(state)[export.chosen_index(state)])
+    return export.summary(ctx, info, retrain.results(state)[export.chosen_index(ctx, state)])
 
 
 def resume(run_dir: Path, progress: bool = True, echo=print) -> report.Summary | None:
@@ -132,5 +131,4 @@ def export_arch(run_dir: Path, arch: dict, directory: Path, picked: str,
         export.write(ctx, state, retrained, Path(directory), picked)
         return retrained
     finally:
-        ctx.checkpoints.close()
-        ctx.log.close()
+        ctx.close()

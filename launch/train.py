@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from typing import Callable
 
@@ -33,6 +34,20 @@ from launch.data import Batches, Dataset
 from search import engine
 from search.parallel import DataParallel, data_parallel, pad_rows, round_up
 from sparse import masks as masklib
+
+
+class Diverged(ValueError):
+    """A training loss turned non-finite: the run stops (a bad-input error, one line)
+    instead of exporting NaN weights."""
+
+
+def check_finite(loss: float, where: str, learning_rate: float) -> float:
+    """`loss`, or `Diverged` naming `where` when it is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise Diverged(f"{where}: the mean training loss is {loss}; training diverged (learning rate "
+                       f"{learning_rate:g}): lower the learning rate or check the inputs for extreme "
+                       "values. Nothing was exported; earlier checkpoints are kept")
+    return loss
 
 
 @dataclasses.dataclass
@@ -187,7 +202,8 @@ def train(model: nnx.Module, data: Dataset, cfg: TrainConfig, arch=None,
                                                  parallel.shard(y))
             losses.append(loss)
         nnx.update(model, params, rest)
-        record = {"epoch": epoch + 1, "loss": float(jnp.mean(jnp.stack(losses)))}
+        record = {"epoch": epoch + 1, "loss": check_finite(float(jnp.mean(jnp.stack(losses))),
+                                                           f"training, epoch {epoch + 1}", cfg.learning_rate)}
         if len(data.x_val) and (epoch + 1 == cfg.epochs or (epoch + 1) % max(cfg.epochs // 10, 1) == 0):
             record["val_accuracy"] = accuracy(model, data.x_val, data.y_val, arch, parallel=parallel)
         history.append(record)

@@ -21,7 +21,7 @@ from flax import nnx
 import nas
 from nas import layers, masks
 from spaces import register
-from spaces.core import Space
+from spaces.core import Space, check_sizes
 
 STAGES = 3
 CHANNELS = (8, 16, 24, 32)
@@ -81,6 +81,7 @@ class CNN1DSpace(Space):
                  **kw):
         if norm not in ("none", "batch"):
             raise ValueError(f"cnn1d: norm must be 'none' or 'batch', got {norm!r}")
+        check_sizes("cnn1d", {"channels": tuple(channels), "kernels": tuple(kernels), "depths": tuple(depths)})
         choices = {}
         for s in range(STAGES):
             choices[f"channels_{s}"] = tuple(channels)

@@ -17,7 +17,7 @@ from flax import nnx
 import nas
 from nas import layers, masks
 from spaces import register
-from spaces.core import Space
+from spaces.core import Space, check_sizes
 
 KERNELS = (3, 5, 7)
 EXPANDS = (3, 4, 6)
@@ -97,6 +97,10 @@ class ConvNetSpace(Space):
     def __init__(self, widths=(16, 24, 32), strides=(1, 2, 2), stem_channels: int = 16,
                  stem_stride: int = 1, head_channels: int = 64, kernels=KERNELS,
                  expands=EXPANDS, depths=DEPTHS, **kw):
+        check_sizes("convnet", {"widths": tuple(widths), "strides": tuple(strides),
+                                "stem_channels": stem_channels, "stem_stride": stem_stride,
+                                "head_channels": head_channels, "kernels": tuple(kernels),
+                                "depths": tuple(depths)}, {"expands": tuple(expands)})
         if len(widths) != len(strides):
             raise ValueError(f"widths {widths} and strides {strides} must have one entry per stage")
         choices = {}

@@ -26,6 +26,18 @@ _SCALARS = (bool, int, float, str)
 SPARSITY = "sparsity"   # name of the searchable sparsity choice (`Space.with_sparsity`)
 
 
+def check_sizes(space: str, integers: Mapping | None = None, numbers: Mapping | None = None) -> None:
+    """Sizes of a space's options (widths, kernels, depths, heads, …) are positive: positive
+    integers in `integers`, positive finite numbers in `numbers` (each an int/float or a
+    sequence of them), else a ValueError naming the option and the value."""
+    for allowed, fields in (("a positive integer", integers or {}), ("a positive number", numbers or {})):
+        for field, value in fields.items():
+            for v in value if isinstance(value, (list, tuple)) else [value]:
+                number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                if not number or v <= 0 or (allowed.endswith("integer") and not isinstance(v, int)):
+                    raise ValueError(f"{space}: option {field} = {value!r}: {v!r} is not {allowed}")
+
+
 def closest(name: str, valid: Sequence[str]) -> str:
     """' (did you mean X?)' when a close valid name exists, else ''."""
     match = difflib.get_close_matches(name, list(valid), n=1)

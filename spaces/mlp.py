@@ -14,7 +14,7 @@ from flax import nnx
 import nas
 from nas import layers, masks
 from spaces import register
-from spaces.core import Space
+from spaces.core import Space, check_sizes
 
 WIDTHS = (16, 32, 64, 128, 256)
 ACTIVATIONS = ("relu", "gelu", "tanh", "silu")
@@ -56,6 +56,7 @@ class MLPSpace(Space):
     default_num_classes = 10
 
     def __init__(self, max_depth: int = 4, widths=WIDTHS, activations=ACTIVATIONS, **kw):
+        check_sizes("mlp", {"max_depth": max_depth, "widths": tuple(widths)})
         choices = {"depth": tuple(range(1, max_depth + 1))}
         choices.update({f"width_{i}": tuple(widths) for i in range(max_depth)})
         choices["activation"] = tuple(activations)

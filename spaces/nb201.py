@@ -31,7 +31,7 @@ from flax import nnx
 import nas
 from nas import layers, masks
 from spaces import register
-from spaces.core import Space
+from spaces.core import Space, check_sizes
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 CONV_KERNELS = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
@@ -184,6 +184,7 @@ class NB201Space(Space):
     default_num_classes = 10
 
     def __init__(self, channels: int = 16, cells_per_stage: int = 5, ops=OPS, **kw):
+        check_sizes("nb201", {"channels": channels, "cells_per_stage": cells_per_stage})
         unknown = [o for o in ops if o not in OPS]
         if unknown:
             raise ValueError(f"nb201: unknown op {unknown[0]!r}; ops are {list(OPS)}")

@@ -19,7 +19,7 @@ from flax import nnx
 import nas
 from nas import layers, masks
 from spaces import register
-from spaces.core import Space
+from spaces.core import Space, check_sizes
 
 
 def mlp_width(embed_dim, ratio) -> int:
@@ -88,6 +88,9 @@ class ViTSpace(Space):
 
     def __init__(self, embed_dims=(48, 54, 60), depths=(3, 4, 5), num_heads=(3, 4),
                  mlp_ratios=(3.5, 4.0), head_dim: int = 16, patch_size: int = 4, **kw):
+        check_sizes("vit", {"embed_dims": tuple(embed_dims), "depths": tuple(depths),
+                            "num_heads": tuple(num_heads), "head_dim": head_dim, "patch_size": patch_size},
+                    {"mlp_ratios": tuple(mlp_ratios)})
         choices = {"embed_dim": tuple(embed_dims), "depth": tuple(depths)}
         for i in range(max(depths)):
             choices[f"num_heads_{i}"] = tuple(num_heads)

@@ -166,8 +166,7 @@ def test_a_truncated_checkpoint_is_named_and_the_step_before_is_used(references,
     try:
         state = runs.restore(ctx)
     finally:
-        ctx.checkpoints.close()
-        ctx.log.close()
+        ctx.close()
     assert any(f"checkpoint {run / 'checkpoints' / str(latest)} is unreadable (file {victim} holds "
                f"{half:,} bytes" in line and "falling back to the previous step" in line
                for line in said), said

@@ -399,8 +399,7 @@ def test_split_only_trains_and_searches_its_sub_supernet_exactly_as_the_full_run
         try:
             finals[only] = ctx, restore(ctx)
         finally:
-            ctx.checkpoints.close()
-            ctx.log.close()
+            ctx.close()
     (full_ctx, full), (ctx, alone) = finals[None], finals[1]
     assert supernet.tree(alone).to_dict() == supernet.tree(full).to_dict()
     assert supernet.trained(ctx, alone) == [1] and supernet.trained(full_ctx, full) == [0, 1]

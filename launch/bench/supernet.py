@@ -46,8 +46,7 @@ def supernet_scores(run_dir: Path, table: Table, progress: bool = True) -> tuple
         within = np.array([ctx.constraint is None or bool(ctx.constraint(a)) for a in archs])
         return accuracy, within, cfg.search.candidates
     finally:
-        ctx.checkpoints.close()
-        ctx.log.close()
+        ctx.close()
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:

@@ -145,10 +145,13 @@ def summary(ctx, info: dict, chosen_record: dict) -> report.Summary:
                           len(chosen_record["rounds"]) if sparse_run else None)
 
 
-def chosen_index(state: RunState) -> int:
-    """The retrained candidate with the best validation accuracy (the first of ties)."""
+def chosen_index(ctx, state: RunState) -> int:
+    """The retrained candidate with the best validation accuracy; of ties the smallest
+    (`retrain.size`), then the first. So the pick is never dominated by another candidate
+    (as accurate and smaller)."""
     records = retrain.results(state)
-    return max(range(len(records)), key=lambda i: (records[i]["val_accuracy"], -i))
+    return max(range(len(records)), key=lambda i: (records[i]["val_accuracy"],
+                                                   -retrain.size(ctx, records[i]["choices"]), -i))
 
 
 def write(ctx, state: RunState, chosen: retrain.Retrained, directory: Path, picked: str = "best") -> dict:
@@ -167,7 +170,7 @@ def write(ctx, state: RunState, chosen: retrain.Retrained, directory: Path, pick
 def run(ctx, state: RunState) -> RunState:
     if state.done(NAME):
         return state
-    index = chosen_index(state)
+    index = chosen_index(ctx, state)
     if ctx.parallel.is_writer:
         chosen = retrain.load_candidate(ctx, index)
         info = write(ctx, state, chosen, ctx.run_dir / "best")

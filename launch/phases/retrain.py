@@ -21,7 +21,7 @@ from flax import nnx
 import nas
 from launch import __version__ as VERSION
 from launch import config as configs
-from launch import export, phases
+from launch import costs, export, phases
 from launch.checkpoints import RunState
 from launch.phases import search, supernet
 from launch.prune import prune
@@ -45,11 +45,19 @@ class Retrained:
     rounds: list | None = None          # sparse: the prune-then-fine-tune rounds
 
 
-def top_candidates(space, evaluated: list[tuple[dict, float]], k: int) -> list[tuple[dict, float]]:
+def size(ctx, arch: dict) -> int:
+    """What ties are broken by: an arch's parameters (its nonzeros in a sparse run)."""
+    return costs.cost(ctx.space, arch, "nonzero" if ctx.sparse is not None else "params", ctx.sparse)
+
+
+def top_candidates(space, evaluated: list[tuple[dict, float]], k: int,
+                   size=None) -> list[tuple[dict, float]]:
     """The `k` best distinct networks, each in canonical form (`Space.canonical`): two
-    encodings of one network are retrained once."""
+    encodings of one network are retrained once. Of networks that tie on score the
+    smaller (`size(arch)`, e.g. its parameters) comes first."""
     seen, out = set(), []
-    for arch, acc in sorted(evaluated, key=lambda item: -item[1]):
+    size = size or (lambda arch: 0)
+    for arch, acc in sorted(evaluated, key=lambda item: (-item[1], size(item[0]))):
         network = space.canonical(arch)
         key = tuple(network.items())
         if key not in seen:
@@ -142,7 +150,8 @@ def run(ctx, state: RunState) -> RunState:
     meta = state.meta.setdefault(NAME, {})
     if "candidates" not in meta:
         meta.update(candidates=top_candidates(ctx.space, search.evaluated(ctx, state),
-                                              ctx.cfg.search.candidates), results=[])
+                                              ctx.cfg.search.candidates, functools.partial(size, ctx)),
+                    results=[])
     candidates = meta["candidates"]
     ctx.clock.start(NAME)
     for i in range(len(meta["results"]), len(candidates)):

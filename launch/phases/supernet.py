@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -38,12 +39,14 @@ from launch import config as configs
 from launch import phases
 from launch.checkpoints import RunState
 from launch.data import Batches
+from launch.train import check_finite
 from search import controllers, engine, gradient, oneshot, samplers, splits
 from search.parallel import local_copy
 from sparse import masks as masklib
 
 NAME = "supernet"
 POOL_SIZE = 4096  # feasible archs the sampled supernet step draws from under a budget
+ENUMERATE_LIMIT = 200_000  # spaces with at most this many archs are enumerated, not sampled
 PER_SUPERNET = ("params", "rest", "opt", "alpha", "alpha_opt")  # what each sub-supernet has its own of
 
 
@@ -59,15 +62,48 @@ def anchors(ctx, space=None) -> tuple[dict, dict]:
     sparse), the max within the budget."""
     space = space or ctx.space
     low, high, _ = space.extremes(_size(ctx))
-    if ctx.constraint is not None and not ctx.constraint(high) and space.size() <= 200_000:
+    if ctx.constraint is not None and not ctx.constraint(high) and space.size() <= ENUMERATE_LIMIT:
         size, best = _size(ctx), None
-        for arch in space.enumerate(limit=200_000):
+        for arch in space.enumerate(limit=ENUMERATE_LIMIT):
             if ctx.constraint(arch):
                 charged = size(arch)
                 if best is None or charged > best[0]:
                     best = (charged, arch)
         high = high if best is None else best[1]
     return high, low
+
+
+def feasible_pool(ctx, space) -> np.ndarray:
+    """Index vectors (int32[P, C] of the run's space) of the networks of `space` within the
+    budget: every feasible distinct network when the space is small enough to enumerate
+    (a seeded draw of `POOL_SIZE` of them when there are more), else `POOL_SIZE` feasible
+    archs sampled at random."""
+    if space.size() <= ENUMERATE_LIMIT:
+        feasible = {}
+        for arch in space.enumerate(limit=ENUMERATE_LIMIT):
+            if ctx.constraint(arch):
+                network = space.canonical(arch)
+                feasible.setdefault(tuple(network.items()), network)
+        if not feasible:
+            raise ValueError(f"no network of space {space.name!r} satisfies the budget "
+                             f"({_budget(ctx.cfg)}); loosen it")
+        archs = list(feasible.values())
+        if len(archs) > POOL_SIZE:
+            keep = np.random.default_rng(ctx.cfg.seed).choice(len(archs), POOL_SIZE, replace=False)
+            archs = [archs[i] for i in sorted(keep)]
+        ctx.say(f"budget {_budget(ctx.cfg)}: {len(feasible):,} of {space.distinct_size():,} networks "
+                f"are feasible; the supernet samples {'all of them' if len(archs) == len(feasible) else f'{len(archs):,} of them'}")
+    else:
+        ctx.say(f"budget {_budget(ctx.cfg)}: sampling {POOL_SIZE:,} feasible archs for the supernet "
+                "to train")
+        sampler = controllers.get("random", space, seed=ctx.cfg.seed, constraint=ctx.constraint)
+        archs = sampler.ask(POOL_SIZE)
+    return np.stack([ctx.space.index_vector(a) for a in archs]).astype(np.int32)
+
+
+def _budget(cfg) -> str:
+    return ", ".join(f"{k} {v:,}" for k in ("min_params", "max_params", "max_flops", "max_nonzero")
+                     if (v := getattr(cfg.search, k)) is not None)
 
 
 def is_split(ctx) -> bool:
@@ -164,7 +200,6 @@ class _Trainer:
 
     def __init__(self, ctx, meta: dict):
         self.ctx, self.meta = ctx, meta
-        self._pools = {}  # sub-supernet's choices → its feasible pool (sampling one is slow)
         sc = ctx.cfg.supernet
         self.batches, self.arch_batches = _batches(ctx)
         self.steps_per_epoch = self.batches.steps_per_epoch
@@ -194,15 +229,16 @@ class _Trainer:
             levels=ctx.sparse.levels if ctx.sparse else None, stacked=stacked, donate=True)
 
     def pool(self, space):
-        """Feasible archs of `space` the sampled step draws from under a budget (None: all)."""
+        """Feasible archs of `space` the sampled step draws from under a budget (None: all),
+        made once per run and kept in the run state (`meta["pools"]`)."""
         ctx = self.ctx
         if ctx.constraint is None:
             return None
-        key = tuple(space.choices.items())
-        if key not in self._pools:
-            sampler = controllers.get("random", space, seed=ctx.cfg.seed, constraint=ctx.constraint)
-            self._pools[key] = np.stack([ctx.space.index_vector(a) for a in sampler.ask(POOL_SIZE)])
-        return self._pools[key]
+        key = json.dumps({k: list(v) for k, v in space.choices.items()}, sort_keys=True)
+        pools = self.meta.setdefault("pools", {})
+        if key not in pools:
+            pools[key] = feasible_pool(ctx, space).tolist()
+        return np.asarray(pools[key], np.int32)
 
     @functools.cached_property
     def step_fn(self):
@@ -289,10 +325,12 @@ def model_at(ctx, state: RunState, arch: dict):
     return nnx.merge(ctx.graphdef, params, state.arrays[NAME]["rest"])
 
 
-def _epoch_record(ctx, arrays, meta, losses, alpha_losses) -> dict:
-    record = {"loss": float(jnp.mean(jnp.stack(losses)))}
+def _epoch_record(ctx, arrays, meta, epoch, losses, alpha_losses) -> dict:
+    where = f"supernet phase, epoch {epoch}"
+    record = {"loss": check_finite(float(jnp.mean(jnp.stack(losses))), where, ctx.cfg.supernet.learning_rate)}
     if ctx.gradient:
-        record["alpha_loss"] = float(jnp.mean(jnp.stack(alpha_losses)))
+        record["alpha_loss"] = check_finite(float(jnp.mean(jnp.stack(alpha_losses))), where + " (α)",
+                                            ctx.cfg.supernet.arch_learning_rate)
         alpha = arrays["alpha"]
         if not is_split(ctx):
             record["alpha_entropy"] = gradient.entropy(alpha)
@@ -578,7 +616,7 @@ def run(ctx, state: RunState) -> RunState:
         bar.update(1)
         if step % spe == 0:
             stepper.write(arrays)
-            record = _epoch_record(ctx, arrays, meta, losses, alpha_losses)
+            record = _epoch_record(ctx, arrays, meta, step // spe, losses, alpha_losses)
             ctx.log.log(NAME, step // spe, **record)
             bar.set_postfix({k: round(v, 4) for k, v in record.items()})
             last = record["loss"]
