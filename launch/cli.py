@@ -102,6 +102,9 @@ def _build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data-options", type=_mapping, metavar="JSON", help="data.options")
     tr.add_argument("--val-fraction", type=float, help="data.val_fraction: share of the training "
                     f"split held out for validation (default: {dc.val_fraction})")
+    tr.add_argument("--standardize", action="store_true", default=None,
+                    help="data.standardize: scale each input feature by the training split's mean "
+                    "and std (stored with --out's export, which then takes raw inputs)")
     tr.add_argument("--epochs", type=int, help=f"retrain.epochs (default: {rc.epochs})")
     tr.add_argument("--batch-size", type=int, help=f"retrain.batch_size (default: {rc.batch_size})")
     tr.add_argument("--learning-rate", "--lr", type=float, help="retrain.learning_rate: AdamW "
@@ -431,9 +434,9 @@ def cmd_train(args) -> None:
     from launch.files import write_directory_atomic
     from launch.train import TrainConfig, train
 
-    if args.out is not None and args.out.exists():
-        raise UsageError(f"nas train: --out {str(args.out)!r} already exists; choose another "
-                         "directory or delete it")
+    if args.out is not None and args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise UsageError(f"nas train: --out {str(args.out)!r} already exists and is not empty; "
+                         "choose another directory or delete it")
     choices, named, options, exported = _read_arch(args.arch) if args.arch else (None, None, {}, None)
     if named and args.space and named != args.space:
         raise UsageError(f"nas train: --arch file is for space {named!r}, not --space {args.space!r}")
@@ -443,7 +446,7 @@ def cmd_train(args) -> None:
                          "nas train: give --space (the arch file does not name its space)")
     # An export is trained again on its own data set unless --data names another.
     data_section = {"name": args.data, "path": args.data_path, "options": args.data_options,
-                    "val_fraction": args.val_fraction}
+                    "val_fraction": args.val_fraction, "standardize": args.standardize}
     if exported is not None and args.data is None:
         recorded, _ = export.data_config(exported)
         data_section = {**dataclasses.asdict(recorded.data),
@@ -472,12 +475,14 @@ def cmd_train(args) -> None:
     print(f"trained {train_cfg.epochs} epochs in {result.seconds:.1f} s: "
           f"val accuracy {result.val_accuracy:.4f}, test accuracy {result.test_accuracy:.4f}")
     if args.out:
+        if args.out.is_dir():
+            args.out.rmdir()  # empty (checked above): the export is created whole in its place
         write_directory_atomic(args.out, lambda tmp: export.save(tmp, result.model, {
             "space": space.name, "choices": arch, "params": params, "flops": flops,
             "metrics": {"val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
                         "train_seconds": result.seconds},
             "data": cfg.data.name, "retrain": vars(train_cfg), "space_config": bound.to_dict(),
-            "engine": f"jaxnas {_VERSION}"}))
+            **export.preprocessing(data), "engine": f"jaxnas {_VERSION}"}))
         print(f"wrote {args.out} (arch.json + Orbax weights)")
 
 
@@ -542,7 +547,9 @@ def cmd_export(args) -> None:
         def fill(tmp: Path) -> None:
             shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=_not_written_by_export)
             if stablehlo:
-                export.to_stablehlo(export.load(tmp).model, tmp)
+                exported = export.load(tmp)
+                export.to_stablehlo(exported.model, tmp,
+                                    standardization=exported.info.get("standardization"))
         print(f"export {source}")
     else:
         member = export.pareto_pick(args.run_dir, n)
@@ -555,7 +562,8 @@ def cmd_export(args) -> None:
             print(f"retrained: val accuracy {retrained.val_accuracy:.4f}, test accuracy "
                   f"{retrained.test_accuracy:.4f}")
             if stablehlo:
-                export.to_stablehlo(retrained.model, tmp)
+                export.to_stablehlo(retrained.model, tmp,
+                                    standardization=export.read_info(tmp).get("standardization"))
     write_directory_atomic(args.out, fill)
     print(f"wrote {args.out}: {_contents(args.out)}")
 

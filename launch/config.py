@@ -71,6 +71,9 @@ class DataConfig:
     path: str | None = None             # file for npz (x_train, y_train, x_test, y_test)
     val_fraction: float = 0.2           # share of train held out: search validation split
     options: dict = dataclasses.field(default_factory=dict)  # loader keyword arguments
+    standardize: bool = False           # scale each input feature by the training split's mean
+    #                                     and std (tables); stored with the export, which then
+    #                                     takes raw inputs
 
 
 @dataclasses.dataclass
@@ -303,7 +306,8 @@ def space(name: str, options: Mapping, field: str = "space.options") -> Space:
 def dataset(cfg: Config) -> datasets.Dataset:
     """The data set of the `data` section, split by `seed`."""
     options = {**cfg.data.options, **({"path": cfg.data.path} if cfg.data.path else {})}
-    return datasets.load(cfg.data.name, seed=cfg.seed, val_fraction=cfg.data.val_fraction, **options)
+    return datasets.load(cfg.data.name, seed=cfg.seed, val_fraction=cfg.data.val_fraction,
+                         standardize=cfg.data.standardize, **options)
 
 
 def controller(cfg: Config) -> tuple[str, dict]:

@@ -124,6 +124,8 @@ def setup(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=print,
     space = spaces.get(cfg.space.name, **cfg.space.options).bind(data.input_shape, data.num_classes)
     model = nas.supernet(space, seed=cfg.seed)
     retrain_space = _retrain_space(cfg, space, data)
+    if retrain_space is not space:  # budgets and sizes count the network the run exports
+        space = space.costed_as(retrain_space)
     space, sparse_setup = costs.sparse_setup(cfg, space, model)
     constraint = costs.constraint(space, cfg.search, sparse_setup)
     _check_batches(cfg, data, parallel)
@@ -135,7 +137,7 @@ def setup(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=print,
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = _lock(run_dir) if parallel.is_writer else None
     try:
-        if stored.exists() and stored.read_text() != config_text:
+        if stored.exists() and not _same_config(stored, cfg):
             if read_only or _has_checkpoint(run_dir):
                 raise ValueError(f"run dir {str(run_dir)!r} holds a different config; pass another "
                                  "--out (or delete it)")
@@ -185,6 +187,15 @@ def _lock(run_dir: Path):
         raise ValueError(f"run dir {str(run_dir)!r} is in use by another nas process (its "
                          f"{LOCK_FILE} is locked); wait for it to end, or stop it first") from None
     return handle
+
+
+def _same_config(stored: Path, cfg: configs.Config) -> bool:
+    """Whether the run dir's config.yaml says what `cfg` says (fields added to the config
+    since it was written take their defaults)."""
+    try:
+        return configs.load(stored).to_dict() == cfg.to_dict()
+    except ValueError:
+        return False
 
 
 def _has_checkpoint(run_dir: Path) -> bool:

@@ -31,14 +31,32 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    # `standardize`: per-feature mean and std of the training split, already applied to every
+    # split (an export stores them and applies them to raw inputs); None: inputs as loaded.
+    standardization: dict | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
     def summary(self) -> str:
+        scaled = ", standardized" if self.standardization is not None else ""
         return (f"{self.name}: input {self.input_shape}, {self.num_classes} classes, "
-                f"{len(self.x_train)} train / {len(self.x_val)} val / {len(self.x_test)} test")
+                f"{len(self.x_train)} train / {len(self.x_val)} val / {len(self.x_test)} test{scaled}")
+
+
+def standardization(x: np.ndarray) -> dict:
+    """{"mean", "std"} per feature of `x` [examples, *features]; a constant feature gets
+    std 1 (it becomes 0, not NaN)."""
+    x = np.asarray(x, np.float64)
+    std = x.std(axis=0)
+    return {"mean": x.mean(axis=0).astype(np.float32),
+            "std": np.where(std > 0, std, 1.0).astype(np.float32)}
+
+
+def apply_standardization(x, stats: dict):
+    """(x − mean) / std with `standardization`'s statistics (NumPy or JAX arrays)."""
+    return (x - np.asarray(stats["mean"], np.float32)) / np.asarray(stats["std"], np.float32)
 
 
 _LOADERS: dict[str, Callable[..., tuple]] = {}
@@ -82,7 +100,7 @@ def _mnist1d():
 @register("npz")
 def _npz(path: str | None = None):
     """A user file holding arrays x_train, y_train, x_test, y_test. Labels may be any
-    integer type; rows of a 2-D x (a table) get a channel axis."""
+    integer type; inputs keep the user's row shape (a table's rows are [features])."""
     if path is None:
         raise ValueError("data 'npz' needs path=FILE.npz holding x_train, y_train, x_test, y_test")
     if not Path(path).is_file():
@@ -122,8 +140,8 @@ def _npz(path: str | None = None):
     if x_train.shape[1:] != x_test.shape[1:]:
         raise ValueError(f"{path}: x_train rows {x_train.shape[1:]} differ from x_test rows "
                          f"{x_test.shape[1:]}")
-    to_x = lambda a: a.astype(np.float32)[..., None] if a.ndim == 2 else a.astype(np.float32)  # noqa: E731
-    return to_x(x_train), y_train.astype(np.int32), to_x(x_test), y_test.astype(np.int32)
+    return (x_train.astype(np.float32), y_train.astype(np.int32), x_test.astype(np.float32),
+            y_test.astype(np.int32))
 
 
 @register("synthetic")
@@ -144,8 +162,10 @@ def _synthetic(input_shape=(40, 1), num_classes: int = 10, n_train: int = 2000,
     return x_train, y_train, x_test, y_test
 
 
-def load(name: str, *, seed: int = 0, val_fraction: float = 0.1, **options) -> Dataset:
-    """Dataset `name` with a validation split of `val_fraction` of train, chosen by `seed`."""
+def load(name: str, *, seed: int = 0, val_fraction: float = 0.1, standardize: bool = False,
+         **options) -> Dataset:
+    """Dataset `name` with a validation split of `val_fraction` of train, chosen by `seed`;
+    with `standardize`, every split scaled by the training split's per-feature mean and std."""
     if name not in _LOADERS:
         raise ValueError(f"unknown data {name!r}{closest(name, _LOADERS)}; datasets are {names()}")
     if not 0.0 <= val_fraction < 1.0:
@@ -162,8 +182,13 @@ def load(name: str, *, seed: int = 0, val_fraction: float = 0.1, **options) -> D
         raise ValueError(f"data {name!r}: val_fraction {val_fraction} leaves no training example "
                          f"of {len(x_train)}")
     num_classes = int(y_train.max()) + 1
-    return Dataset(name, x_train[train], y_train[train], x_train[val], y_train[val],
-                   x_test, y_test, num_classes)
+    splits = [x_train[train], x_train[val], x_test]
+    stats = None
+    if standardize:
+        stats = standardization(splits[0])
+        splits = [apply_standardization(x, stats) for x in splits]
+    return Dataset(name, splits[0], y_train[train], splits[1], y_train[val], splits[2], y_test,
+                   num_classes, stats)
 
 
 def _check_splits(name: str, x_train, y_train, x_test, y_test) -> None:

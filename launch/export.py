@@ -34,7 +34,7 @@ from jax import export as jax_export
 
 import spaces
 from launch import config as configs
-from launch.data import Dataset
+from launch.data import Dataset, apply_standardization
 from launch.files import write_bytes_atomic, write_json_atomic
 from search import pareto
 from search.parallel import local_copy
@@ -55,7 +55,13 @@ class Exported:
     info: dict            # arch.json as written: sizes, metrics, training settings
 
     def __call__(self, x) -> jax.Array:
-        return self.model(x)
+        """Logits of raw inputs `x` (standardized first when the export was trained so)."""
+        return self.model(self.prepare(x))
+
+    def prepare(self, x):
+        """`x` as the model takes it: scaled by the stored `standardization`, if any."""
+        stats = self.info.get("standardization")
+        return x if stats is None else apply_standardization(jnp.asarray(x, jnp.float32), stats)
 
     def __iter__(self):
         return iter((self.space, self.arch, self.model))
@@ -85,6 +91,15 @@ def _this_process_only() -> ocp.StandardCheckpointer:
     me = jax.process_index()
     return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
         primary_host=me, active_processes={me} if jax.process_count() > 1 else None))
+
+
+def preprocessing(data: Dataset) -> dict:
+    """arch.json's record of what the inputs went through before the model (`data.standardize`):
+    {"standardization": {"mean": […], "std": […]}}, or {} for inputs used as loaded."""
+    stats = data.standardization
+    if stats is None:
+        return {}
+    return {"standardization": {k: np.asarray(v).tolist() for k, v in stats.items()}}
 
 
 def save(directory: Path | str, model: nnx.Module, info: dict) -> None:
@@ -125,15 +140,6 @@ def read_info(directory: Path | str) -> dict:
             or not isinstance(info.get("space_config"), dict):
         raise ValueError(f"{str(file)!r} is not an export's arch.json: it needs the objects "
                          "`choices` and `space_config`")
-    described = info["space_config"]
-    if not isinstance(described.get("name"), str) or not isinstance(described.get("choices"), dict) \
-            or not isinstance(described.get("config", {}), dict):
-        raise ValueError(f"{str(file)!r}: `space_config` must describe a space (`name`, `choices`, "
-                         "`config`, as `Space.to_dict()` writes it)")
-    if described["name"] not in spaces.names():
-        raise ValueError(f"{str(file)!r} is an export of space {described['name']!r}, which is not "
-                         f"registered in this process (spaces are {spaces.names()}); import the "
-                         "module that registers it first")
     return info
 
 
@@ -143,10 +149,19 @@ def load(directory: Path | str) -> Exported:
     weights/, never through a supernet."""
     directory = locate(directory)
     info = read_info(directory)
+    file, described = str(directory / "arch.json"), info["space_config"]
+    if not isinstance(described.get("name"), str) or not isinstance(described.get("choices"), dict) \
+            or not isinstance(described.get("config", {}), dict):
+        raise ValueError(f"{file!r}: `space_config` must describe a space (`name`, `choices`, "
+                         "`config`, as `Space.to_dict()` writes it)")
+    if described["name"] not in spaces.names():
+        raise ValueError(f"{file!r} is an export of space {described['name']!r}, which is not "
+                         f"registered in this process (spaces are {spaces.names()}); import the "
+                         "module that registers it first")
     try:
-        space = spaces.from_dict(info["space_config"])
+        space = spaces.from_dict(described)
     except (KeyError, TypeError) as err:
-        raise ValueError(f"{str(directory / 'arch.json')!r}: `space_config` does not rebuild a space "
+        raise ValueError(f"{file!r}: `space_config` does not rebuild a space "
                          f"({type(err).__name__}: {err})") from None
     arch = space.validate(info["choices"])
     fixed = space.fix(arch)
@@ -162,11 +177,13 @@ def load(directory: Path | str) -> Exported:
 
 # ---------------------------------------------------------------------- StableHLO
 
-def to_stablehlo(model: nnx.Module, directory: Path | str, batch_size: int | None = None) -> Path:
+def to_stablehlo(model: nnx.Module, directory: Path | str, batch_size: int | None = None,
+                 standardization: dict | None = None) -> Path:
     """Serialize `model`'s inference forward (`jax.export`, weights as constants) to
     `directory/model.stablehlo`, and its signature to `model.stablehlo.json`. The input
     is float32 `[b, *input_shape]` with `b` symbolic (any batch size) unless `batch_size`
-    fixes it. Loading needs only `jax` and `flatbuffers`:
+    fixes it; with `standardization` (an export's arch.json record) the artifact takes raw
+    inputs and scales them itself. Loading needs only `jax` and `flatbuffers`:
 
         jax.export.deserialize(open(path, "rb").read()).call(x)  # logits [b, num_classes]
     """
@@ -180,6 +197,8 @@ def to_stablehlo(model: nnx.Module, directory: Path | str, batch_size: int | Non
     probs = space.encode(None)
 
     def logits(x):
+        if standardization is not None:
+            x = apply_standardization(x, standardization)
         return nnx.merge(graphdef, state).forward(x, probs, train=False)
 
     batch = jax_export.symbolic_shape("b")[0] if batch_size is None else batch_size
@@ -192,7 +211,9 @@ def to_stablehlo(model: nnx.Module, directory: Path | str, batch_size: int | Non
     write_json_atomic(directory / SIGNATURE_FILE, {
         "file": STABLEHLO_FILE,
         "format": "jax.export serialization (StableHLO with its calling convention)",
-        "input": {"shape": [batch_dim, *space.input_shape], "dtype": "float32"},
+        "input": {"shape": [batch_dim, *space.input_shape], "dtype": "float32",
+                  **({"preprocessing": "raw inputs: standardized inside (arch.json's standardization)"}
+                     if standardization else {})},
         "output": {"shape": [batch_dim, space.num_classes], "dtype": "float32",
                    "meaning": "logits (inference mode)"},
         "num_classes": space.num_classes,
@@ -224,10 +245,13 @@ def evaluate(directory: Path | str, data: Dataset) -> dict:
     if data.num_classes > space.num_classes:
         raise ValueError(f"data {data.name!r} has {data.num_classes} classes; the export "
                          f"predicts {space.num_classes}")
-    metrics = {"test_accuracy": accuracy(exported.model, data.x_test, data.y_test),
+    # Data loaded raw is scaled by the export's statistics; data its config standardized
+    # (the run's own data set) already is.
+    scale = (lambda x: x) if data.standardization is not None else (lambda x: np.asarray(exported.prepare(x)))
+    metrics = {"test_accuracy": accuracy(exported.model, scale(data.x_test), data.y_test),
                "test_examples": len(data.x_test)}
     if len(data.x_val):
-        metrics.update(val_accuracy=accuracy(exported.model, data.x_val, data.y_val),
+        metrics.update(val_accuracy=accuracy(exported.model, scale(data.x_val), data.y_val),
                        val_examples=len(data.x_val))
     return metrics
 
@@ -262,7 +286,7 @@ def data_config(directory: Path | str, name: str | None = None, path: str | None
             raise ValueError(f"{str(directory / 'arch.json')!r} records no data set; name one "
                              "(--data)")
         seed = info.get("retrain", {}).get("seed", configs.Config.seed)
-        recorded = {"name": info.get("data", name)}
+        recorded = {"name": info.get("data", name), "standardize": "standardization" in info}
     data = dict(recorded)
     if name is not None and name != recorded["name"]:
         data = {"name": name, **({"val_fraction": recorded["val_fraction"]}
@@ -304,9 +328,15 @@ def _search_space(run_dir: Path, cfg: configs.Config) -> spaces.Space:
     best = run_dir / "best" / "arch.json"
     if best.is_file():
         bound = read_info(best.parent)["space_config"]
-        return space.bind(bound["input_shape"], bound["num_classes"])
-    data = configs.dataset(cfg)
-    return space.bind(data.input_shape, data.num_classes)
+        shape, classes = bound["input_shape"], bound["num_classes"]
+    else:
+        data = configs.dataset(cfg)
+        shape, classes = data.input_shape, data.num_classes
+    space = space.bind(shape, classes)
+    if cfg.retrain.space_options:  # sized as the run sizes it: the exported network
+        retrained = configs.space(cfg.space.name, {**cfg.space.options, **cfg.retrain.space_options})
+        space = space.costed_as(retrained.bind(shape, classes))
+    return space
 
 
 def pareto_pick(run_dir: Path | str, n: int) -> FrontMember:

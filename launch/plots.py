@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from search import pareto as pareto_math  # noqa: E402
 
@@ -23,6 +24,12 @@ def _save(fig, path: Path) -> None:
 
 def trajectory(path: Path, supernet: list[dict], search: list[dict], title: str = "",
                score: str = "val accuracy (inherited weights)") -> None:
+    """`trajectory_figure` written to `path`."""
+    _save(trajectory_figure(supernet, search, title, score), path)
+
+
+def trajectory_figure(supernet: list[dict], search: list[dict], title: str = "",
+                      score: str = "val accuracy (inherited weights)"):
     """Left: supernet training loss per epoch (and α entropy for gradient methods).
     Right: best validation accuracy found against the number of archs evaluated."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
@@ -36,7 +43,10 @@ def trajectory(path: Path, supernet: list[dict], search: list[dict], title: str 
             twin.set_ylabel("mean entropy of softmax(α) [nats]")
             twin.legend(loc="upper center")
         left.legend(loc="upper right")
-    left.set(xlabel="supernet epoch", ylabel="loss", title="supernet training")
+    left.set(xlabel="supernet epoch", ylabel="loss",
+             title="supernet training" if supernet else "no supernet trained")
+    for axis in (left.xaxis, right.xaxis):  # epochs and evaluations are counts
+        axis.set_major_locator(MaxNLocator(integer=True))
     if search:
         right.plot([r["evaluations"] for r in search], [r["best_accuracy"] for r in search],
                    "o-", ms=3, label="best so far")
@@ -48,7 +58,7 @@ def trajectory(path: Path, supernet: list[dict], search: list[dict], title: str 
               title="search")
     if title:
         fig.suptitle(title)
-    _save(fig, path)
+    return fig
 
 
 def pareto(path: Path, points: list[tuple[float, float]], chosen: tuple[float, float] | None = None,

@@ -6,8 +6,11 @@ stride 2) after stages 0 and 1; head = global average pool → Dense(classes).
 Choices `channels_s` {8,16,24,32}, `kernel_s` {3,5,7}, `depth_s` {1,2,3}.
 
 `norm="batch"` puts a parameter-free BatchNorm (statistics of the active
-channels, no scale or bias) between each conv and its ReLU. Parameter counts
-and FLOPs are unchanged, and weight sharing becomes trainable: without
+channels, no scale or bias) between each conv and its ReLU, and drops the
+convs' biases (BatchNorm subtracts them again: they would get no gradient but
+rounding noise, which Adam turns into full steps, so runs on different device
+counts drifted apart). Parameters drop by the channels of every conv; FLOPs are
+unchanged, and weight sharing becomes trainable: without
 normalisation, sub-networks of different depths hand the next stage
 activations of very different scales, and sampled training of the supernet
 stalls (see `docs/search.md`).
@@ -34,14 +37,16 @@ class CNN1DSupernet(nas.Supernet):
         self.space = space
         c = space.choices
         in_channels = space.input_shape[-1]
+        batch_norm = space.config["norm"] == "batch"
         stages, norm_layers = [], []
         for s in range(STAGES):
             width, kernel = max(c[f"channels_{s}"]), max(c[f"kernel_{s}"])
             stage, norms = [], []
             for _ in range(max(c[f"depth_{s}"])):
-                stage.append(layers.Conv(in_channels, width, kernel, 1, rngs=rngs))
-                norms.append(layers.BatchNorm(width, affine=False) if space.config["norm"] == "batch"
-                             else None)
+                # A bias in front of BatchNorm is subtracted again with the mean: it gets no
+                # gradient but rounding noise, which Adam would turn into full-size steps.
+                stage.append(layers.Conv(in_channels, width, kernel, 1, use_bias=not batch_norm, rngs=rngs))
+                norms.append(layers.BatchNorm(width, affine=False) if batch_norm else None)
                 in_channels = width
             stages.append(nnx.List(stage))
             norm_layers.append(nnx.List(norms))
@@ -111,8 +116,10 @@ class CNN1DSpace(Space):
         arch, shapes = dict(items), []
         convs, last = self._layers(arch)
         names = [(s, j) for s in range(STAGES) for j in range(arch[f"depth_{s}"])]
+        biased = self.config["norm"] != "batch"
         for (s, j), (_, k, cin, cout) in zip(names, convs):
-            shapes += [(f"stages.{s}.{j}.bias", (cout,)), (f"stages.{s}.{j}.kernel", (k, cin, cout))]
+            shapes += [(f"stages.{s}.{j}.bias", (cout,))] if biased else []
+            shapes += [(f"stages.{s}.{j}.kernel", (k, cin, cout))]
         return tuple(shapes + [("head.bias", (self.num_classes,)), ("head.kernel", (last, self.num_classes))])
 
     def unit_chain(self, arch):
@@ -120,7 +127,8 @@ class CNN1DSpace(Space):
         chain = []
         for s in range(STAGES):
             for j in range(arch[f"depth_{s}"]):
-                chain.append({"kernel": f"stages.{s}.{j}.kernel", "bias": f"stages.{s}.{j}.bias",
+                chain.append({"kernel": f"stages.{s}.{j}.kernel",
+                              "bias": f"stages.{s}.{j}.bias" if self.config["norm"] != "batch" else None,
                               "unit_vars": [f"norms.{s}.{j}.mean", f"norms.{s}.{j}.var"]
                               if self.config["norm"] == "batch" else [],
                               "width": f"channels_{s}", "zero_preserving": self.config["norm"] == "none"})
@@ -137,7 +145,8 @@ class CNN1DSpace(Space):
 
     def _costs(self, arch):
         convs, last = self._layers(arch)
-        params = sum(k * ci * co + co for _, k, ci, co in convs) + (last + 1) * self.num_classes
+        bias = self.config["norm"] != "batch"  # batch: no conv bias (BatchNorm removes it)
+        params = sum(k * ci * co + bias * co for _, k, ci, co in convs) + (last + 1) * self.num_classes
         macs = sum(n * k * ci * co for n, k, ci, co in convs) + last * self.num_classes
         return params, macs
 

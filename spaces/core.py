@@ -461,13 +461,28 @@ class Space:
 
     # ------------------------------------------------------------------ costs
     def params(self, arch: Mapping) -> int:
-        """Trainable parameters of the extracted model of `arch` (closed form)."""
+        """Trainable parameters of the extracted model of `arch` (closed form); of the
+        network of `costed_as`'s space when one is set."""
+        if self.__dict__.get("_cost_space") is not None:
+            return self.__dict__["_cost_space"].params(self.structure(self.validate(arch)))
         return int(self._bound_for_cost()._costs(self.validate(arch))[0])
 
     def flops(self, arch: Mapping) -> int:
         """Multiply–accumulates of one forward pass of one example (closed form;
         the NAS convention calls these FLOPs): every matmul and convolution."""
+        if self.__dict__.get("_cost_space") is not None:
+            return self.__dict__["_cost_space"].flops(self.structure(self.validate(arch)))
         return int(self._bound_for_cost()._costs(self.validate(arch))[1])
+
+    def costed_as(self, other: "Space") -> "Space":
+        """This space (its supernet, choices and encodings), with `params` and `flops` of
+        `other`'s network of the same structural choices: a run that searches with one
+        form of a network (e.g. with BatchNorm) and exports another budgets the export."""
+        if set(other.without_sparsity().names) != set(self.without_sparsity().names):
+            raise ValueError(f"costed_as: {other!r} has other choices than {self!r}")
+        clone = self._copy()
+        clone.__dict__["_cost_space"] = other
+        return clone
 
     def _bound_for_cost(self) -> "Space":
         if self.supernet_class is None:

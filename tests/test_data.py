@@ -37,7 +37,7 @@ def test_npz_loader_and_its_errors(tmp_path):
     np.savez(path, x_train=rng.normal(size=(50, 6)), y_train=rng.integers(3, size=50),
              x_test=rng.normal(size=(10, 6)), y_test=rng.integers(3, size=10))
     d = datasets.load("npz", path=str(path), val_fraction=0.2)
-    assert d.input_shape == (6, 1) and len(d.x_train) == 40
+    assert d.input_shape == (6,) and len(d.x_train) == 40  # a table keeps its row shape
     bad = tmp_path / "bad.npz"
     np.savez(bad, x_train=np.zeros((5, 2)), y_train=np.zeros(5, int), x_test=np.zeros((2, 2)))
     with pytest.raises(ValueError, match="missing array 'y_test'"):

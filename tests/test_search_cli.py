@@ -107,6 +107,7 @@ def test_a_different_config_in_an_existing_run_dir_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text("seed: 99\n")
+    (run / "checkpoints" / "1").mkdir(parents=True)  # work done under that config
     assert cli.main(["search", str(_write(tmp_path, TINY)), "--out", str(run), "--quiet"]) == 2
     assert "holds a different config" in capsys.readouterr().err
 

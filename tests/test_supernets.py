@@ -184,10 +184,15 @@ def test_input_shape_is_checked():
         nas.supernet(spaces.get("cnn1d"), input_shape=(8, 8, 1))
 
 
-def test_cnn1d_batch_norm_adds_no_parameters_and_rejects_unknown_norms():
+def test_cnn1d_batch_norm_drops_the_conv_biases_and_rejects_unknown_norms():
     plain, normed = spaces.get("cnn1d").bind((40, 1), 10), spaces.get("cnn1d", norm="batch").bind((40, 1), 10)
-    arch = plain.sample(3)
-    assert plain.params(arch) == normed.params(arch)
-    assert nas.count_params(nas.supernet(normed.fix(arch))) == plain.params(arch)
+    for seed in range(5):
+        arch = plain.sample(seed)
+        # Parameter-free BatchNorm, and no bias in front of it: one bias per conv channel fewer.
+        channels = sum(arch[f"channels_{s}"] * arch[f"depth_{s}"] for s in range(3))
+        assert normed.params(arch) == plain.params(arch) - channels
+        model = nas.supernet(normed.fix(arch))
+        assert nas.count_params(model) == normed.params(arch)
+        assert all(conv.bias is None for stage in model.stages for conv in stage)
     with pytest.raises(ValueError, match="norm must be 'none' or 'batch'"):
         spaces.get("cnn1d", norm="layer")

@@ -50,6 +50,7 @@ def _export_sparse(best_dir: Path, model: nnx.Module, names: list[str], info: di
     compact_info = {"space": fixed.name, "choices": choices, "params": nas.count_params(smaller),
                     "flops": fixed.flops(choices), "space_config": space_config.to_dict(),
                     "derived_from": "../arch.json (dead units removed; same outputs)",
+                    **{k: info[k] for k in ("standardization",) if k in info},
                     "engine": f"jaxnas {VERSION}"}
     export.save(best_dir / "compact", smaller, compact_info)
     out["compact"] = {"dir": "compact", "params": compact_info["params"], "flops": compact_info["flops"]}
@@ -110,7 +111,8 @@ def _info(ctx, state: RunState, chosen: retrain.Retrained) -> dict:
                    **({"split": supernet.tree(state).to_dict()} if supernet.is_split(ctx) else {})},
         "cost": _cost(ctx, state), "data": cfg.data.name,
         "retrain": dataclasses.asdict(TrainConfig.from_config(cfg)),
-        "space_config": ctx.retrain_space.to_dict(), "engine": f"jaxnas {VERSION}",
+        "space_config": ctx.retrain_space.to_dict(), **export.preprocessing(ctx.data),
+        "engine": f"jaxnas {VERSION}",
     }
 
 
@@ -121,10 +123,17 @@ def _sub_supernet(ctx, state: RunState, arch: dict) -> dict:
     return {"sub_supernet": search.sub_supernet_of(ctx, state, arch)}
 
 
+def trajectory_title(cfg, space_name: str, controller_name: str) -> str:
+    """"space · what scored the archs · controller": the supernet method, or for a
+    zero-training search the proxy (no supernet was trained)."""
+    scored_by = f"{cfg.search.evaluator} at init" if configs.uses_proxy(cfg) else cfg.supernet.method
+    return f"{space_name} · {scored_by} · {controller_name}"
+
+
 def _plots(ctx, state: RunState, chosen: retrain.Retrained, controller_name: str) -> None:
     cfg, space, setup = ctx.cfg, ctx.space, ctx.sparse
     plots.trajectory(ctx.run_dir / "trajectory.png", ctx.log.phase(supernet.NAME), ctx.log.phase(search.NAME),
-                     title=f"{space.name} · {cfg.supernet.method} · {controller_name}",
+                     title=trajectory_title(cfg, space.name, controller_name),
                      score=configs.score_label(cfg))
     size_name = "nonzero" if setup else "params"
     plots.pareto(ctx.run_dir / "pareto.png",
@@ -147,11 +156,11 @@ def summary(ctx, info: dict, chosen_record: dict) -> report.Summary:
 
 def chosen_index(ctx, state: RunState) -> int:
     """The retrained candidate with the best validation accuracy; of ties the smallest
-    (`retrain.size`), then the first. So the pick is never dominated by another candidate
+    (`retrain.network_size`), then the first. So the pick is never dominated by another candidate
     (as accurate and smaller)."""
     records = retrain.results(state)
     return max(range(len(records)), key=lambda i: (records[i]["val_accuracy"],
-                                                   -retrain.size(ctx, records[i]["choices"]), -i))
+                                                   -retrain.network_size(ctx, records[i]["choices"]), -i))
 
 
 def write(ctx, state: RunState, chosen: retrain.Retrained, directory: Path, picked: str = "best") -> dict:

@@ -45,7 +45,7 @@ class Retrained:
     rounds: list | None = None          # sparse: the prune-then-fine-tune rounds
 
 
-def size(ctx, arch: dict) -> int:
+def network_size(ctx, arch: dict) -> int:
     """What ties are broken by: an arch's parameters (its nonzeros in a sparse run)."""
     return costs.cost(ctx.space, arch, "nonzero" if ctx.sparse is not None else "params", ctx.sparse)
 
@@ -120,7 +120,7 @@ def _save_candidate(ctx, directory, r: Retrained) -> None:
     structural = ctx.space.structure(r.arch)
     export.save(directory, r.model, {
         "space": ctx.space.name, "choices": structural, "space_config": ctx.retrain_space.to_dict(),
-        "record": _record(r), "engine": f"jaxnas {VERSION}"})
+        "record": _record(r), **export.preprocessing(ctx.data), "engine": f"jaxnas {VERSION}"})
     if r.masks is not None:
         np.savez(directory / "masks.npz", **r.masks)
 
@@ -150,7 +150,7 @@ def run(ctx, state: RunState) -> RunState:
     meta = state.meta.setdefault(NAME, {})
     if "candidates" not in meta:
         meta.update(candidates=top_candidates(ctx.space, search.evaluated(ctx, state),
-                                              ctx.cfg.search.candidates, functools.partial(size, ctx)),
+                                              ctx.cfg.search.candidates, functools.partial(network_size, ctx)),
                     results=[])
     candidates = meta["candidates"]
     ctx.clock.start(NAME)
