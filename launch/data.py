@@ -111,7 +111,8 @@ def _npz(path: str | None = None):
         empty = Path(path).stat().st_size == 0
         raise ValueError(f"data path {path!r} is not a readable .npz archive "
                          f"({'an empty file' if empty else ' '.join(str(err).split()) or type(err).__name__})"
-                         "; write one with numpy.savez(path, x_train=…, y_train=…, x_test=…, y_test=…)") from None
+                         "; write one with numpy.savez(path, x_train=…, y_train=…, x_test=…, "
+                         "y_test=…)") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ValueError(f"data path {path!r} holds a single array (a .npy file), not an .npz archive "
                          "of x_train, y_train, x_test, y_test (numpy.savez)")

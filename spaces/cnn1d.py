@@ -86,7 +86,8 @@ class CNN1DSpace(Space):
                  **kw):
         if norm not in ("none", "batch"):
             raise ValueError(f"cnn1d: norm must be 'none' or 'batch', got {norm!r}")
-        check_sizes("cnn1d", {"channels": tuple(channels), "kernels": tuple(kernels), "depths": tuple(depths)})
+        check_sizes("cnn1d", {"channels": tuple(channels), "kernels": tuple(kernels),
+                              "depths": tuple(depths)})
         choices = {}
         for s in range(STAGES):
             choices[f"channels_{s}"] = tuple(channels)

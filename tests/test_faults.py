@@ -14,10 +14,9 @@ import pytest
 import yaml
 
 import spaces
-from launch import cli
+from launch import cli, export
 from launch import config as configs
 from launch import data as datasets
-from launch import export
 from launch.checkpoints import Checkpoints, CorruptCheckpoint, RunState
 from launch.metrics import MetricsLog
 
@@ -98,7 +97,8 @@ def test_every_step_damaged_is_one_line_naming_the_steps(tmp_path, capsys):
     for step in ("1", "2"):
         (run / "checkpoints" / step / "files.json").write_text("{")
     with pytest.raises(CorruptCheckpoint):
-        Checkpoints(run / "checkpoints", every_seconds=None, read_only=True).restore(TEMPLATE, warn=lambda _: None)
+        Checkpoints(run / "checkpoints", every_seconds=None, read_only=True).restore(
+            TEMPLATE, warn=lambda _: None)
     code, _, err = _main(capsys, "resume", run, "--quiet")
     assert code == 2
     assert "nas: error: no readable checkpoint in" in err and "(steps 2, 1 are damaged)" in err, err
@@ -107,8 +107,10 @@ def test_every_step_damaged_is_one_line_naming_the_steps(tmp_path, capsys):
 # ---------------------------------------------------------------- 3, 4: numbers and ranges
 
 @pytest.mark.parametrize("override, field", [
-    ("supernet.learning_rate=.nan", "supernet.learning_rate"), ("retrain.learning_rate=.inf", "retrain.learning_rate"),
-    ("supernet.warmup_epochs=.inf", "supernet.warmup_epochs"), ("retrain.warmup_epochs=1e300", "retrain.warmup_epochs"),
+    ("supernet.learning_rate=.nan", "supernet.learning_rate"),
+    ("retrain.learning_rate=.inf", "retrain.learning_rate"),
+    ("supernet.warmup_epochs=.inf", "supernet.warmup_epochs"),
+    ("retrain.warmup_epochs=1e300", "retrain.warmup_epochs"),
     ("seed=100000000000000000000000", "seed"), ("seed=-1", "seed"),
     ("space.options={widths: [16, -4]}", "widths")])
 def test_config_numbers_out_of_range_are_refused_up_front(override, field):
@@ -181,7 +183,8 @@ def test_metrics_rows_are_strict_json_and_a_torn_last_row_is_dropped(tmp_path):
 
 def test_broken_npz_files_are_named(tmp_path):
     good = _npz(tmp_path / "good.npz")
-    cases = {"empty.npz": b"", "truncated.npz": good.read_bytes()[:200], "text.npz": b"x_train,y_train\n1,2\n"}
+    cases = {"empty.npz": b"", "truncated.npz": good.read_bytes()[:200],
+             "text.npz": b"x_train,y_train\n1,2\n"}
     for name, content in cases.items():
         (tmp_path / name).write_bytes(content)
         with pytest.raises(ValueError, match=f"{tmp_path / name}'? is not a readable .npz archive"):
@@ -297,7 +300,8 @@ def test_ties_prefer_the_smaller_network():
     archs = [{"depth": 1, "width_0": w, "activation": "relu"} for w in (32, 8, 16)]
     evaluated = [(archs[0], 0.9), (archs[1], 0.9), (archs[2], 0.8)]
     assert [a["width_0"] for a, _ in top_candidates(space, evaluated, 2, space.params)] == [8, 32]
-    records = [{"choices": a, "val_accuracy": acc} for a, acc in ((archs[0], 0.9), (archs[2], 0.9), (archs[1], 0.7))]
+    records = [{"choices": a, "val_accuracy": acc}
+               for a, acc in ((archs[0], 0.9), (archs[2], 0.9), (archs[1], 0.7))]
     ctx = types.SimpleNamespace(space=space, sparse=None)
     state = RunState({}, {"retrain": {"results": records}})
     assert export_phase.chosen_index(ctx, state) == 1  # width 16 ties width 32 and is smaller

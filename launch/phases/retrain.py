@@ -149,9 +149,9 @@ def run(ctx, state: RunState) -> RunState:
         return state
     meta = state.meta.setdefault(NAME, {})
     if "candidates" not in meta:
-        meta.update(candidates=top_candidates(ctx.space, search.evaluated(ctx, state),
-                                              ctx.cfg.search.candidates, functools.partial(network_size, ctx)),
-                    results=[])
+        top = top_candidates(ctx.space, search.evaluated(ctx, state), ctx.cfg.search.candidates,
+                             functools.partial(network_size, ctx))
+        meta.update(candidates=top, results=[])
     candidates = meta["candidates"]
     ctx.clock.start(NAME)
     for i in range(len(meta["results"]), len(candidates)):

@@ -91,8 +91,9 @@ def feasible_pool(ctx, space) -> np.ndarray:
         if len(archs) > POOL_SIZE:
             keep = np.random.default_rng(ctx.cfg.seed).choice(len(archs), POOL_SIZE, replace=False)
             archs = [archs[i] for i in sorted(keep)]
+        share = "all of them" if len(archs) == len(feasible) else f"{len(archs):,} of them"
         ctx.say(f"budget {_budget(ctx.cfg)}: {len(feasible):,} of {space.distinct_size():,} networks "
-                f"are feasible; the supernet samples {'all of them' if len(archs) == len(feasible) else f'{len(archs):,} of them'}")
+                f"are feasible; the supernet samples {share}")
     else:
         ctx.say(f"budget {_budget(ctx.cfg)}: sampling {POOL_SIZE:,} feasible archs for the supernet "
                 "to train")
