@@ -135,7 +135,8 @@ class Checkpoints:
         self.wait()
         step = (self.manager.latest_step() or 0) + 1
         # The JSON is written on a background thread: give it a copy the run cannot change.
-        meta = {**copy.deepcopy(state.meta), CRC_KEY: array_checksums(state.arrays)}
+        # Only the writing process's JSON is written: the others skip the checksums' copy.
+        meta = {**copy.deepcopy(state.meta), CRC_KEY: array_checksums(state.arrays) if self.is_writer else {}}
         self.manager.save(step, args=ocp.args.Composite(
             arrays=ocp.args.StandardSave(state.arrays), meta=ocp.args.JsonSave(meta)),
             metrics=metrics, force=True)
@@ -202,6 +203,9 @@ class Checkpoints:
                     arrays = self.manager.restore(step, args=ocp.args.Composite(
                         arrays=ocp.args.StandardRestore(layout)))
                     found = _altered_array(meta["meta"].get(CRC_KEY), arrays["arrays"])
+                    if jax.process_count() > 1:  # every process resumes from process 0's choice
+                        altered = multihost_utils.broadcast_one_to_all(np.bool_(found is not None))
+                        found = found or ("altered (found by process 0)" if altered else None)
             except Exception as err:  # noqa: BLE001 - any unreadable file means: try the step before
                 found = " ".join(str(err).split())[:300]
             if found is not None:
@@ -253,9 +257,8 @@ def _altered_array(recorded: dict | None, arrays) -> str | None:
         return f"its {CRC_KEY} record is not an object"
     restored = array_checksums(arrays)
     for path, crc in restored.items():
-        if path not in recorded:
-            return f"array {path} is not in its {CRC_KEY} record"
-        if crc is not None and recorded[path] is not None and recorded[path] != crc:
+        # An array the record lacks (or holds no checksum of) is checked by files.json alone.
+        if crc is not None and recorded.get(path) is not None and recorded[path] != crc:
             return f"array {path} was altered (CRC-32 differs from the one saved with the step)"
     return None
 

@@ -450,6 +450,7 @@ def cmd_train(args) -> None:
     if exported is not None and args.data is None:
         recorded, _ = export.data_config(exported)
         data_section = {**dataclasses.asdict(recorded.data),
+                        "standardize": "standardization" in export.read_info(exported),
                         **{k: v for k, v in data_section.items() if v is not None}}
     given = {"space": {"name": name, "options": {**options, **(args.space_options or {})}},
              "data": data_section,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -168,7 +169,8 @@ def _check_run_dir(run_dir: Path) -> None:
         return
     if not run_dir.is_dir():
         raise ValueError(f"run dir {str(run_dir)!r} is a file; pass a directory (--out)")
-    held = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)
+    # Hidden names are the run's own (its lock, a config.yaml being written atomically).
+    held = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
     if held and "config.yaml" not in held:
         shown = ", ".join(held[:5]) + (", …" if len(held) > 5 else "")
         raise ValueError(f"run dir {str(run_dir)!r} is not empty and not a run directory (no "
@@ -182,10 +184,15 @@ def _lock(run_dir: Path):
     handle = open(run_dir / LOCK_FILE, "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         handle.close()
         raise ValueError(f"run dir {str(run_dir)!r} is in use by another nas process (its "
                          f"{LOCK_FILE} is locked); wait for it to end, or stop it first") from None
+    except OSError as err:  # a file system without locks: run, unguarded
+        handle.close()
+        warnings.warn(f"run dir {run_dir}: cannot lock {LOCK_FILE} ({err}); make sure no other nas "
+                      "process writes this run dir", stacklevel=2)
+        return None
     return handle
 
 

@@ -73,7 +73,8 @@ class SparseSetup:
 
     def _nonzero(self, space, arch) -> int:
         shapes = space.param_shapes(arch)
-        dense = sum(math.prod(shape) for name, shape in shapes.items() if name not in self.names)
+        dense = sum(math.prod(shape) for name, shape in space.counted_param_shapes(arch).items()
+                    if name not in self.names)
         return dense + self.keep(space, arch, shapes)
 
     def keep(self, space, arch, shapes: dict | None = None) -> int:

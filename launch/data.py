@@ -124,6 +124,8 @@ def _npz(path: str | None = None):
             arrays = [np.asarray(f[k]) for k in ("x_train", "y_train", "x_test", "y_test")]
     except (EOFError, OSError, zipfile.BadZipFile, zlib.error) as err:
         raise ValueError(f"data path {path!r} is a damaged .npz archive ({err})") from None
+    except ValueError as err:  # e.g. object arrays, which would need pickle
+        raise ValueError(f"data path {path!r}: {' '.join(str(err).split())}") from None
     x_train, y_train, x_test, y_test = arrays
     for name, x in (("x_train", x_train), ("x_test", x_test)):
         if x.dtype.kind not in "biuf" or x.ndim < 2:

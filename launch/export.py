@@ -9,9 +9,10 @@ evaluated on a data set, and serialized to StableHLO for programs that have only
     DIR/model.stablehlo.json    its input signature and how to call it
 
     exported = load("runs/demo/best")       # or the run dir itself
-    logits = exported(x)                    # x: float32 [batch, *exported.space.input_shape]
+    logits = exported(x)                    # x: raw float32 [batch, *exported.space.input_shape]
     evaluate("runs/demo/best", data)        # {"test_accuracy": ..., "test_examples": ..., ...}
-    to_stablehlo(exported.model, "out/")    # out/model.stablehlo + out/model.stablehlo.json
+    to_stablehlo(exported.model, "out/",    # out/model.stablehlo + out/model.stablehlo.json
+                 standardization=exported.info.get("standardization"))
 
 `pareto_pick(run_dir, n)` chooses the n-th smallest network of a search's
 accuracy/size front; `nas export` and `nas eval` are this module on the command line.
@@ -170,7 +171,13 @@ def load(directory: Path | str) -> Exported:
     on_this_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=on_this_device),
                           nnx.to_pure_dict(state))
-    restored = _this_process_only().restore((directory / "weights").absolute(), target)
+    try:
+        restored = _this_process_only().restore((directory / "weights").absolute(), target)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{str(directory / 'weights')!r} does not hold the weights of the model its "
+                         f"arch.json describes (written by {info.get('engine', 'an unknown version')}; "
+                         f"an export of an older jaxnas may need retraining): "
+                         f"{' '.join(str(err).split())[:200]}") from None
     nnx.replace_by_pure_dict(state, restored)
     return Exported(space, arch, nnx.merge(graphdef, state), info)
 
@@ -239,15 +246,18 @@ def evaluate(directory: Path | str, data: Dataset) -> dict:
 
     exported = load(directory)
     space = exported.space
-    if data.input_shape != space.input_shape:
+    if data.standardization is not None:
+        raise ValueError(f"evaluate takes data {data.name!r} as loaded (data.standardize false): "
+                         "the export applies its own standardization")
+    rows = data.input_shape
+    if rows != space.input_shape and rows + (1,) != space.input_shape:  # older exports of tables
         raise ValueError(f"data {data.name!r} has inputs {data.input_shape}; the export takes "
                          f"{space.input_shape}")
     if data.num_classes > space.num_classes:
         raise ValueError(f"data {data.name!r} has {data.num_classes} classes; the export "
                          f"predicts {space.num_classes}")
-    # Data loaded raw is scaled by the export's statistics; data its config standardized
-    # (the run's own data set) already is.
-    scale = (lambda x: x) if data.standardization is not None else (lambda x: np.asarray(exported.prepare(x)))
+    def scale(x):
+        return np.asarray(exported.prepare(x)).reshape((len(x), *space.input_shape))
     metrics = {"test_accuracy": accuracy(exported.model, scale(data.x_test), data.y_test),
                "test_examples": len(data.x_test)}
     if len(data.x_val):
@@ -274,7 +284,8 @@ def data_config(directory: Path | str, name: str | None = None, path: str | None
     config.yaml; any other gives its data set and seed (arch.json's `data` and
     `retrain.seed`) with the default `val_fraction`. `name`, `path` and `options`
     override; another data set than the recorded one keeps only the seed and
-    `val_fraction`."""
+    `val_fraction`. The data is loaded as it is (`standardize` false): an export
+    applies its own standardization (`Exported.prepare`, `evaluate`)."""
     directory = locate(directory)
     run_config = _run_config(directory)
     if run_config is not None:
@@ -286,12 +297,13 @@ def data_config(directory: Path | str, name: str | None = None, path: str | None
             raise ValueError(f"{str(directory / 'arch.json')!r} records no data set; name one "
                              "(--data)")
         seed = info.get("retrain", {}).get("seed", configs.Config.seed)
-        recorded = {"name": info.get("data", name), "standardize": "standardization" in info}
+        recorded = {"name": info.get("data", name)}
     data = dict(recorded)
     if name is not None and name != recorded["name"]:
         data = {"name": name, **({"val_fraction": recorded["val_fraction"]}
                                  if "val_fraction" in recorded else {})}
     data.update({k: v for k, v in (("path", path), ("options", options)) if v is not None})
+    data["standardize"] = False
     return configs.from_dict({"seed": seed, "data": data}), run_config
 
 
@@ -363,8 +375,12 @@ def pareto_pick(run_dir: Path | str, n: int) -> FrontMember:
                          "export it with --pick best")
     cfg = configs.load(run_dir / "config.yaml")
     space = _search_space(run_dir, cfg)
-    front = pareto_front([(arch, row[0]) for arch, row in state["history"]],
-                         lambda arch: space.params(space.structure(arch)))
+    try:
+        front = pareto_front([(arch, row[0]) for arch, row in state["history"]],
+                             lambda arch: space.params(space.structure(arch)))
+    except (TypeError, KeyError, IndexError, ValueError) as err:
+        raise ValueError(f"{str(state_file)!r} is damaged: its history is not a list of [arch, "
+                         f"scores] ({type(err).__name__}: {err})") from None
     if not 1 <= n <= len(front):
         raise ValueError(f"pareto pick {n}: the front of run {str(run_dir)!r} has {len(front)} "
                          f"members; pick 1 to {len(front)}")

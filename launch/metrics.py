@@ -19,7 +19,7 @@ from pathlib import Path
 from launch.files import strict_json, write_text_atomic
 
 
-def _read_rows(path: Path) -> list[dict]:
+def read_rows(path: Path) -> list[dict]:
     """The rows of metrics.jsonl; a torn (unparsable) last row is dropped."""
     try:
         lines = path.read_text().splitlines()
@@ -48,8 +48,11 @@ class MetricsLog:
         self.events = Path(run_dir) / "tensorboard"
         self.is_writer = writer
         self.records: list[dict] = []
+        self._torn = False  # the file ends in a row a crash tore: rewrite it before appending
         if self.path.exists():
-            self.records = _read_rows(self.path)
+            self.records = read_rows(self.path)
+            self._torn = len(self.records) != sum(1 for line in self.path.read_bytes().splitlines()
+                                                  if line.strip())
         self._tensorboard = None
 
     @property
@@ -58,13 +61,14 @@ class MetricsLog:
 
     def truncate(self, rows: int) -> None:
         """Keep the first `rows` rows (those of the restored state) and rebuild TensorBoard."""
-        if rows == len(self.records) and self.events.exists():
+        if rows == len(self.records) and self.events.exists() and not self._torn:
             return
         self.records = self.records[:rows]
         if not self.is_writer:
             return
         write_text_atomic(self.path, "".join(json.dumps(strict_json(r), allow_nan=False) + "\n"
                                              for r in self.records))
+        self._torn = False
         self.close()
         shutil.rmtree(self.events, ignore_errors=True)
         for record in self.records:

@@ -60,18 +60,23 @@ class Domain(NamedTuple):
     counts   int32[C]         kept options of each choice
     max_arch, min_arch  int32[C]  the sandwich's fixed nets
     pool     int32[P, C] or None  feasible archs to draw from instead (a budget)
+    pool_size  int32 or None     how many rows of `pool` are archs (the rest repeat them:
+                                 domains of several sub-supernets stack to one shape)
     """
     options: jax.Array
     counts: jax.Array
     max_arch: jax.Array
     min_arch: jax.Array
     pool: jax.Array | None
+    pool_size: jax.Array | None = None
 
 
-def domain(space, sub_space=None, max_arch=None, min_arch=None, pool=None) -> Domain:
+def domain(space, sub_space=None, max_arch=None, min_arch=None, pool=None,
+           pool_rows: int | None = None) -> Domain:
     """The `Domain` of `sub_space` (a restriction of `space`; default: `space` itself) in
     `space`'s option indices. `max_arch`/`min_arch` default to the largest and smallest
-    by parameters; `pool` is a list of archs or index vectors."""
+    by parameters; `pool` is a list of archs or index vectors, padded to `pool_rows` rows
+    when given (draws stay uniform over the pool's own archs)."""
     sub_space = sub_space or space
     if max_arch is None or min_arch is None:
         low, high, _ = sub_space.extremes(sub_space.params)
@@ -89,13 +94,18 @@ def domain(space, sub_space=None, max_arch=None, min_arch=None, pool=None) -> Do
         if pool.ndim != 2 or pool.shape[1] != len(sizes) or len(pool) == 0:
             raise ValueError(f"pool must be int32[N ≥ 1, {len(sizes)}] index vectors, "
                              f"got shape {tuple(pool.shape)}")
-    return Domain(options, counts, space.index_vector(max_arch), space.index_vector(min_arch), pool)
+        if pool_rows is not None and not len(pool) <= pool_rows:
+            raise ValueError(f"pool of {len(pool)} archs exceeds pool_rows = {pool_rows}")
+        pool_size = np.int32(len(pool))
+        pool = np.resize(pool, (pool_rows or len(pool), len(sizes)))
+    return Domain(options, counts, space.index_vector(max_arch), space.index_vector(min_arch), pool,
+                  None if pool is None else pool_size)
 
 
 def draw_index_vector(key, dom: Domain) -> jax.Array:
     """A uniformly random arch of the domain (of its pool, if it has one)."""
     if dom.pool is not None:
-        return dom.pool[jax.random.randint(key, (), 0, len(dom.pool))]
+        return dom.pool[jax.random.randint(key, (), 0, dom.pool_size)]
     picks = jax.random.randint(key, dom.counts.shape, 0, dom.counts)
     return jnp.take_along_axis(dom.options, picks[:, None], axis=1)[:, 0]
 

@@ -36,7 +36,7 @@ class CNN1DSupernet(nas.Supernet):
     def __init__(self, space: "CNN1DSpace", *, rngs: nnx.Rngs):
         self.space = space
         c = space.choices
-        in_channels = space.input_shape[-1]
+        in_channels = 1  # inputs [length] or [length, 1]: one channel either way
         batch_norm = space.config["norm"] == "batch"
         stages, norm_layers = [], []
         for s in range(STAGES):

@@ -54,6 +54,7 @@ class Space:
 
     name = "custom"
     supernet_class = None
+    _cost_space: "Space | None" = None  # `costed_as`: the space whose network the costs count
     default_input_shape: tuple[int, ...] | None = None
     default_num_classes: int | None = None
 
@@ -185,7 +186,8 @@ class Space:
 
     def _key(self):
         return (type(self).__name__, self.name, tuple(self._choices.items()), self.input_shape,
-                self.num_classes, tuple(sorted(self.config.items())))
+                self.num_classes, tuple(sorted(self.config.items())),
+                None if self._cost_space is None else self._cost_space._key())
 
     def __hash__(self):
         return hash(self._key())
@@ -463,15 +465,15 @@ class Space:
     def params(self, arch: Mapping) -> int:
         """Trainable parameters of the extracted model of `arch` (closed form); of the
         network of `costed_as`'s space when one is set."""
-        if self.__dict__.get("_cost_space") is not None:
-            return self.__dict__["_cost_space"].params(self.structure(self.validate(arch)))
+        if self._cost_space is not None:
+            return self._cost_space.params(self.structure(self.validate(arch)))
         return int(self._bound_for_cost()._costs(self.validate(arch))[0])
 
     def flops(self, arch: Mapping) -> int:
         """Multiply–accumulates of one forward pass of one example (closed form;
         the NAS convention calls these FLOPs): every matmul and convolution."""
-        if self.__dict__.get("_cost_space") is not None:
-            return self.__dict__["_cost_space"].flops(self.structure(self.validate(arch)))
+        if self._cost_space is not None:
+            return self._cost_space.flops(self.structure(self.validate(arch)))
         return int(self._bound_for_cost()._costs(self.validate(arch))[1])
 
     def costed_as(self, other: "Space") -> "Space":
@@ -480,9 +482,13 @@ class Space:
         form of a network (e.g. with BatchNorm) and exports another budgets the export."""
         if set(other.without_sparsity().names) != set(self.without_sparsity().names):
             raise ValueError(f"costed_as: {other!r} has other choices than {self!r}")
-        clone = self._copy()
-        clone.__dict__["_cost_space"] = other
-        return clone
+        return self._copy(_cost_space=other)
+
+    def counted_param_shapes(self, arch: Mapping) -> dict[str, tuple[int, ...]]:
+        """`param_shapes` of the network `params` counts: `costed_as`'s, else this space's."""
+        if self._cost_space is None:
+            return self.param_shapes(arch)
+        return self._cost_space.param_shapes(self.structure(self.validate(arch)))
 
     def _bound_for_cost(self) -> "Space":
         if self.supernet_class is None:

@@ -7,9 +7,9 @@ fixed when it starts.
 
 Prints one JSON line: per run, the loss of every step, val/test accuracy, a checksum of
 the trained weights and the population's accuracies. The training set holds one batch, so
-each epoch's loss is one step's. Training uses SGD: the conv biases in front of BatchNorm
-have a zero gradient in exact arithmetic, and Adam would turn its rounding noise (which
-differs with the summation order, so with the device count) into full ±lr steps.
+each epoch's loss is one step's. Training uses SGD: Adam's normalised steps would turn the
+rounding differences of the gradient (the summation order changes with the device
+count) into visible ones where a gradient is near zero.
 """
 from __future__ import annotations
 

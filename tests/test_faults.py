@@ -172,7 +172,12 @@ def test_metrics_rows_are_strict_json_and_a_torn_last_row_is_dropped(tmp_path):
     assert rows[0]["loss"] is None and rows[0]["other"] == [1.0, None]
     with (tmp_path / "metrics.jsonl").open("a") as f:
         f.write('{"phase": "supernet", "st')  # the crash tore this row
-    assert [r["step"] for r in MetricsLog(tmp_path).records] == [1, 2]
+    resumed = MetricsLog(tmp_path)
+    assert [r["step"] for r in resumed.records] == [1, 2]
+    resumed.truncate(2)  # a resume keeps both rows: the torn one goes, and the next row is whole
+    resumed.log("supernet", 3, loss=0.25)
+    resumed.close()
+    assert [r["step"] for r in MetricsLog(tmp_path).records] == [1, 2, 3]
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     (tmp_path / "metrics.jsonl").write_text("\n".join([lines[0], "garbage", lines[1]]) + "\n")
     with pytest.raises(ValueError, match="line 2 is not a metrics row"):
@@ -275,6 +280,11 @@ def test_nas_export_copies_no_symlink(tmp_path, capsys):
     assert code == 0
     copied = sorted(str(p.relative_to(tmp_path / "copy")) for p in (tmp_path / "copy").rglob("*"))
     assert copied == ["arch.json", "weights", "weights/data"]
+    elsewhere = tmp_path / "linked"
+    elsewhere.mkdir()
+    (elsewhere / "best").symlink_to(best)  # best/ itself a link: its files are the export's
+    assert _main(capsys, "export", elsewhere, "--out", tmp_path / "copy2")[0] == 0
+    assert sorted(str(p.relative_to(tmp_path / "copy2")) for p in (tmp_path / "copy2").rglob("*")) == copied
 
 
 # ---------------------------------------------------------------- 11, 12: pool and ties
@@ -290,6 +300,28 @@ def test_the_budget_pool_of_a_small_space_is_every_feasible_network():
     brute = {tuple(space.canonical(a).items()) for a in space.enumerate() if space.params(a) <= 5000}
     got = [tuple(space.canonical(space.from_indices(row)).items()) for row in pool]
     assert len(got) == len(set(got)) == len(brute) == 316 and set(got) == brute
+
+
+def test_pools_of_sub_supernets_stack_and_draws_stay_on_their_own_archs():
+    from launch import costs
+    from launch.phases import supernet
+    from search import oneshot
+    space = spaces.get("mlp").bind((30,), 2)
+    cfg = configs.from_dict({**TINY_MLP, "search": {**TINY_MLP["search"], "max_params": 5000}})
+    ctx = types.SimpleNamespace(space=space, cfg=cfg, constraint=costs.constraint(space, cfg.search),
+                                say=lambda _: None)
+    subs = [space.restrict("depth", [1]), space.restrict("depth", [2, 3, 4])]
+    pools = [supernet.feasible_pool(ctx, sub) for sub in subs]
+    assert len(pools[0]) != len(pools[1])
+    domains = [jax.tree.map(jnp.asarray, oneshot.domain(space, sub, pool=pool, pool_rows=supernet.POOL_SIZE))
+               for sub, pool in zip(subs, pools)]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *domains)  # joint training stacks them
+    assert stacked.pool.shape == (2, supernet.POOL_SIZE, len(space.names))
+    keys = jax.random.split(jax.random.key(0), 4000)
+    for pool, dom in zip(pools, domains):
+        drawn = {tuple(map(int, row)) for row in jax.vmap(oneshot.draw_index_vector, (0, None))(keys, dom)}
+        assert drawn <= {tuple(map(int, row)) for row in pool}
+        assert len(drawn) >= 0.9 * len(pool)  # every one of ≤ ~600 archs drawn from 4000 tries
 
 
 def test_ties_prefer_the_smaller_network():
@@ -327,9 +359,31 @@ def test_a_table_export_takes_raw_rows_of_the_users_shape(tmp_path, capsys):
     raw = x[240:].astype(np.float32)
     accuracy = float(np.mean(np.argmax(np.asarray(loaded(raw)), -1) == y[240:]))
     assert accuracy == loaded.info["metrics"]["test_accuracy"] and accuracy > 0.9
+    code, text, _ = _main(capsys, "eval", out, "--data", "npz", "--data-path", path)
+    assert code == 0 and f"test accuracy {accuracy!r}" in text and "(equal)" in text, text
     export.to_stablehlo(loaded.model, tmp_path, standardization=stats)
     artifact = jax.export.deserialize((tmp_path / export.STABLEHLO_FILE).read_bytes())
     np.testing.assert_allclose(artifact.call(raw), loaded(raw), rtol=1e-5, atol=1e-5)
+
+
+def test_cnn1d_takes_signals_as_plain_rows():
+    import nas
+    space = spaces.get("cnn1d").bind((40,), 10)
+    arch = space.sample(2)
+    model = nas.supernet(space.fix(arch))
+    assert model(jnp.zeros((3, 40))).shape == (3, 10)
+    assert nas.count_params(model) == space.params(arch)
+
+
+def test_a_budget_counts_the_exported_network():
+    batch = spaces.get("cnn1d", norm="batch").bind((40, 1), 10)
+    plain = spaces.get("cnn1d").bind((40, 1), 10)
+    costed = batch.costed_as(plain)
+    arch = batch.sample(0)
+    assert costed.params(arch) == plain.params(arch) > batch.params(arch)
+    assert costed.counted_param_shapes(arch) == plain.param_shapes(arch)
+    assert costed != batch and costed.restrict("depth_0", [1]).params({**arch, "depth_0": 1}) == \
+        plain.params({**arch, "depth_0": 1})
 
 
 # ---------------------------------------------------------------- 16: what users read

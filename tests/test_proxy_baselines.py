@@ -149,10 +149,12 @@ CNN_ARCH = CNN.sample(seed=0)   # the only one
 
 
 def cnn_weights(model):
-    """(conv kernels [k, in, out], conv biases, head kernel, head bias) in float64."""
+    """(conv kernels [k, in, out], conv biases, head kernel, head bias) in float64; the convs
+    in front of BatchNorm have no bias (zeros here)."""
     convs = [model.stages[s][0] for s in range(3)]
+    assert all(c.bias is None for c in convs)
     return ([np.asarray(c.kernel[...], np.float64) for c in convs],
-            [np.asarray(c.bias[...], np.float64) for c in convs],
+            [np.zeros(c.kernel.shape[-1]) for c in convs],
             np.asarray(model.head.kernel[...], np.float64), np.asarray(model.head.bias[...], np.float64))
 
 

@@ -448,7 +448,7 @@ def _where(ctx, trainer, meta: dict, sub_space, sub: int):
     if ctx.gradient:
         return jax.tree.map(jnp.asarray, splits.allowed(ctx.space, sub_space))
     return jax.tree.map(jnp.asarray, oneshot.domain(ctx.space, sub_space, *_extremes(ctx, meta, sub),
-                                                    pool=trainer.pool(sub_space)))
+                                                    pool=trainer.pool(sub_space), pool_rows=POOL_SIZE))
 
 
 def _mixing(ctx, trainer, own: dict, where, key, progress):
@@ -557,8 +557,13 @@ def _restarted(ctx, trainer, children: dict, rounds: int) -> dict:
 
 
 def _sync(ctx, state, trainer, stepper, arrays, key, step, losses, alpha_losses) -> None:
-    """Write the loop's progress into the run state (before a save)."""
+    """Write the loop's progress into the run state (before a save); a diverged epoch in
+    progress stops the run instead of being saved over the last good checkpoint."""
     length = trainer.steps_per_epoch
+    for kind, values in (("", losses), (" (α)", alpha_losses)):
+        if values:
+            check_finite(float(jnp.mean(jnp.stack(values))),
+                         f"supernet phase, epoch {step // length + 1}{kind}", ctx.cfg.supernet.learning_rate)
     stepper.write(arrays)
     arrays["key"] = jax.random.key_data(key)
     arrays["epoch_losses"] = ctx.parallel.replicate(_pending(losses, length))

@@ -57,6 +57,8 @@ def run_trial(config: dict, experiment: dict) -> None:
     """Ray Tune's function trainable: `config` holds this trial's drawn values by path (or,
     for a sub-supernet trial, `{LEAF: {index, trunk, step, values}}`)."""
     from launch import config as configs
+    from launch.files import write_text_atomic
+    from launch.metrics import read_rows
     from launch.run import run_search
 
     # The trial directory Ray names for this trial (`driver.trial_dirname`) in DIR (or its stage
@@ -82,6 +84,8 @@ def run_trial(config: dict, experiment: dict) -> None:
     reporter = Reporter(experiment["tune"]["size_weight"], resumed_from, stop_at_split=trunk,
                         extra={LEAF: leaf["index"]} if leaf else {})
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "config.yaml").exists():  # a run dir before its first file of the trial's own
+        write_text_atomic(run_dir / "config.yaml", configs.dump(cfg))
     with (run_dir / "output.log").open("a") as log:
         def echo(text: str) -> None:
             log.write(text + "\n")
@@ -100,7 +104,7 @@ def run_trial(config: dict, experiment: dict) -> None:
     info = json.loads((run_dir / "best" / "arch.json").read_text())
     metrics = info["metrics"]
     size = info.get("nonzero_params", info["params"])
-    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = read_rows(run_dir / "metrics.jsonl")
     progress = sum(row["phase"] in REPORTED for row in logged) + 1
     tune.report({**reporter.metrics("done", progress, metrics["val_accuracy"], size),
                  "params": info["params"], "nonzero_params": size,
