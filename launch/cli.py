@@ -609,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = str(err)
         if isinstance(err, UsageError):  # "nas train: …" → "nas: error: train: …"
-            message = message.removeprefix("nas ")
+            message = message.removeprefix("nas: ").removeprefix("nas ")
         print(" ".join(f"nas: error: {message}".split()), file=sys.stderr)
         return 2
 

@@ -257,6 +257,13 @@ def _type_ok(value, annotation) -> bool:
     return isinstance(value, origin or annotation)
 
 
+def _is_float_field(annotation) -> bool:
+    """A `float` or `float | None` field (an int given there is read as a float)."""
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+        else (annotation,)
+    return float in args and int not in args
+
+
 def _type_name(annotation) -> str:
     args = typing.get_args(annotation)
     if args:
@@ -283,7 +290,7 @@ def _build(cls, raw: Mapping, prefix: str):
             continue
         if not _type_ok(value, annotation):
             raise ValueError(f"config {path} = {value!r}: expected {_type_name(annotation)}")
-        if isinstance(value, int) and annotation is float:
+        if isinstance(value, int) and not isinstance(value, bool) and _is_float_field(annotation):
             value = float(value)
         values[key] = value
     return cls(**values)

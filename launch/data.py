@@ -177,6 +177,10 @@ def load(name: str, *, seed: int = 0, val_fraction: float = 0.1, standardize: bo
         x_train, y_train, x_test, y_test = _LOADERS[name](**options)
     except TypeError as err:
         raise ValueError(f"data {name!r}: bad option ({err})") from None
+    except ValueError as err:  # a loader's own complaint, named by its data set
+        message = str(err)
+        raise ValueError(message if message.startswith(("data ", f"{options.get('path')}")) else
+                         f"data {name!r} (options {options}): {message}") from None
     _check_splits(name, x_train, y_train, x_test, y_test)
     order = np.random.default_rng(seed).permutation(len(x_train))
     n_val = int(round(val_fraction * len(x_train)))

@@ -171,6 +171,9 @@ def load(directory: Path | str) -> Exported:
     on_this_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=on_this_device),
                           nnx.to_pure_dict(state))
+    if not (directory / "weights").is_dir():
+        raise ValueError(f"export {str(directory)!r} has no weights/ directory (arch.json alone "
+                         "describes the model, not its trained values)")
     try:
         restored = _this_process_only().restore((directory / "weights").absolute(), target)
     except (ValueError, KeyError, TypeError) as err:

@@ -57,6 +57,10 @@ class MLPSpace(Space):
 
     def __init__(self, max_depth: int = 4, widths=WIDTHS, activations=ACTIVATIONS, **kw):
         check_sizes("mlp", {"max_depth": max_depth, "widths": tuple(widths)})
+        unknown = [a for a in activations if a not in layers.ACTIVATIONS]
+        if unknown:
+            raise ValueError(f"mlp: unknown activation {unknown[0]!r}; activations are "
+                             f"{sorted(layers.ACTIVATIONS)}")
         choices = {"depth": tuple(range(1, max_depth + 1))}
         choices.update({f"width_{i}": tuple(widths) for i in range(max_depth)})
         choices["activation"] = tuple(activations)
