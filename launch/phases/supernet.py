@@ -595,6 +595,8 @@ def run(ctx, state: RunState) -> RunState:
         ctx.say(f"resumed the supernet phase at step {step:,}/{trainer.steps:,} "
                 f"(epoch {step // spe}/{epochs})")
     ctx.clock.start(NAME)
+    if not ctx.gradient and not is_split(ctx):
+        trainer.pool(ctx.space)  # made (and announced) before the progress bar starts
     bar = tqdm(total=trainer.steps, initial=step, desc=f"supernet ({ctx.cfg.supernet.method})",
                unit="step", disable=not (ctx.progress and ctx.parallel.is_writer))
     key = jax.random.wrap_key_data(arrays["key"])
