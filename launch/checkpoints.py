@@ -219,8 +219,10 @@ class Checkpoints:
             meta = {k: v for k, v in meta["meta"].items() if k != CRC_KEY}
             return RunState(dict(arrays["arrays"]), meta), step
         if failures:
-            raise CorruptCheckpoint(f"no readable checkpoint in {self.directory} (steps "
-                                    f"{', '.join(map(str, failures))} are damaged)")
+            named = (f"step {failures[0]} is" if len(failures) == 1 else
+                     f"steps {', '.join(map(str, failures))} are")
+            raise CorruptCheckpoint(f"no readable checkpoint in {self.directory} ({named} damaged); to "
+                                    "run again from the start, move that directory away")
         return None
 
     def close(self) -> None:
