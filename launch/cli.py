@@ -42,6 +42,7 @@ import yaml
 
 from launch import __version__ as _VERSION
 from launch import config as configs
+from launch import xla_cache
 
 
 class UsageError(Exception):
@@ -601,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
                 "bench": cmd_bench}
     try:
         args = _build_parser().parse_args(argv)
+        if args.command not in ("spaces", "config"):  # the commands that compile
+            xla_cache.enable()
         commands[args.command](args)
         return 0
     except (UsageError, ValueError, OSError) as err:

@@ -57,6 +57,7 @@ def run_trial(config: dict, experiment: dict) -> None:
     """Ray Tune's function trainable: `config` holds this trial's drawn values by path (or,
     for a sub-supernet trial, `{LEAF: {index, trunk, step, values}}`)."""
     from launch import config as configs
+    from launch import xla_cache
     from launch.files import write_text_atomic
     from launch.metrics import read_rows
     from launch.run import run_search
@@ -64,6 +65,7 @@ def run_trial(config: dict, experiment: dict) -> None:
     # The trial directory Ray names for this trial (`driver.trial_dirname`) in DIR (or its stage
     # folder), which every node of a cluster must mount; Ray's own working directory is a
     # temporary one.
+    xla_cache.enable()  # shared by the trials of a machine (a joined node: its own default)
     run_dir = Path(experiment["trials"]) / f"trial_{tune.get_context().get_trial_id()}" / "run"
     if Path(experiment["cwd"]).is_dir():  # relative paths (data.path) as in the `nas tune` shell
         os.chdir(experiment["cwd"])
