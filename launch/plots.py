@@ -5,20 +5,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from search import pareto as pareto_math
 
-from search import pareto as pareto_math  # noqa: E402
+
+def subplots(rows: int = 1, cols: int = 1, **kw):
+    """(figure, axes) like `pyplot.subplots`, but a plain `Figure`: no pyplot state and no
+    backend switched, so importing jaxnas leaves a notebook's plotting as it was."""
+    fig = Figure(figsize=kw.pop("figsize", None))
+    return fig, fig.subplots(rows, cols, **kw)
 
 
 def _save(fig, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
     os.replace(tmp, path)
 
 
@@ -32,7 +35,7 @@ def trajectory_figure(supernet: list[dict], search: list[dict], title: str = "",
                       score: str = "val accuracy (inherited weights)"):
     """Left: supernet training loss per epoch (and α entropy for gradient methods).
     Right: best validation accuracy found against the number of archs evaluated."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = subplots(1, 2, figsize=(11, 4))
     if supernet:
         epochs = [r["step"] for r in supernet]
         left.plot(epochs, [r["loss"] for r in supernet], label="weight loss")
@@ -66,7 +69,7 @@ def pareto(path: Path, points: list[tuple[float, float]], chosen: tuple[float, f
            score: str = "val accuracy (inherited weights)") -> None:
     """Every evaluated arch as (size, accuracy); the non-dominated front (smaller,
     more accurate) as a line; the chosen arch starred. `xlabel` names the size."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = subplots(figsize=(6.5, 4.5))
     if points:
         xy = np.asarray(points, np.float64)
         ax.scatter(xy[:, 0], xy[:, 1], s=8, alpha=0.35, label="evaluated")
@@ -87,7 +90,7 @@ def split_matrices(path: Path, splits: list[dict]) -> None:
     """One heat map per split: the mean gradient distance between the options of the
     decision it split (the groups it made in the title), and the cut of every
     candidate decision beside it."""
-    fig, axes = plt.subplots(2, len(splits), figsize=(3.6 * len(splits), 6.4), squeeze=False)
+    fig, axes = subplots(2, len(splits), figsize=(3.6 * len(splits), 6.4), squeeze=False)
     for column, split in enumerate(splits):
         chosen = next(c for c in split["candidates"] if c["decision"] == split["decision"])
         top, bottom = axes[0, column], axes[1, column]

@@ -3,6 +3,8 @@ trial (a silent wrong result, a traceback, or a user's file lost) and checks the
 one-line error, the fallback or the refusal that replaced it."""
 import json
 import os
+import subprocess
+import sys
 import types
 import zlib
 from pathlib import Path
@@ -405,8 +407,14 @@ def test_a_proxy_runs_plot_names_its_proxy_and_counts_in_whole_epochs():
     for axis in (left, right):
         ticks = [t for t in axis.get_xticks() if axis.get_xlim()[0] <= t <= axis.get_xlim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
-    import matplotlib.pyplot as plt
-    plt.close(fig)
+
+
+def test_importing_the_run_leaves_matplotlibs_backend_alone():
+    code = ("import matplotlib; matplotlib.use('svg'); import launch.run, launch.plots; "
+            "print(matplotlib.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "MPLBACKEND": ""}).stdout
+    assert out.strip() == "svg"
 
 
 def test_crc_of_an_array_is_its_bytes_crc():

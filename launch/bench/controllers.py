@@ -113,8 +113,8 @@ def report(curves: dict, at=(50, 200)) -> str:
 
 
 def plot(path: Path, curves: dict, title: str) -> None:
-    from launch.plots import _save, plt
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    from launch.plots import _save, subplots
+    fig, ax = subplots(figsize=(6.5, 4.5))
     for name, c in curves.items():
         steps = np.arange(1, c.shape[1] + 1)
         mean, sd = c.mean(0), c.std(0)

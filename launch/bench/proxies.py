@@ -57,11 +57,11 @@ def correlations(table: Table, proxy_scores: dict) -> dict[str, dict[str, float]
 
 
 def plot(path: Path, table: Table, proxy_scores: dict, correlation: dict) -> None:
-    from launch.plots import _save, plt
+    from launch.plots import _save, subplots
     names = list(proxy_scores)
     cols = min(4, len(names))
     rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.0 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(3.4 * cols, 3.0 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names):
         score = proxy_scores[name][0]
         log = np.all(score > 0) and score.max() / max(score.min(), 1e-30) > 100
