@@ -23,6 +23,25 @@ import numpy as np
 Arch = dict[str, Any]
 
 _SCALARS = (bool, int, float, str)
+
+
+def _as_option(value):
+    """An option as the space holds it: JSON scalars as they are, arrays (lists or tuples,
+    nested too) as tuples; None for anything else."""
+    if isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = tuple(_as_option(v) for v in value)
+        return None if any(v is None for v in items) else items
+    return None
+
+
+def _same_option(a, b) -> bool:
+    """Equal options, True never equal to 1 (nor False to 0), at any depth."""
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b) \
+            and all(_same_option(x, y) for x, y in zip(a, b))
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
 SPARSITY = "sparsity"   # name of the searchable sparsity choice (`Space.with_sparsity`)
 
 
@@ -67,13 +86,14 @@ class Space:
         for key, options in choices.items():
             if not isinstance(key, str) or not key:
                 raise ValueError(f"choice names must be non-empty strings, got {key!r}")
-            options = tuple(options)
-            if not options:
+            given = tuple(options)
+            if not given:
                 raise ValueError(f"choice {key!r} has no options")
-            bad = [o for o in options if not isinstance(o, _SCALARS)]
+            options = tuple(_as_option(o) for o in given)
+            bad = [g for g, o in zip(given, options) if o is None]
             if bad:
-                raise ValueError(f"choice {key!r}: option {bad[0]!r} is not a JSON scalar "
-                                 "(int, float, str or bool)")
+                raise ValueError(f"choice {key!r}: option {bad[0]!r} is neither a JSON scalar "
+                                 "(int, float, str or bool) nor an array of them")
             if len(set(options)) != len(options):
                 raise ValueError(f"choice {key!r} repeats an option: {options}")
             self._choices[key] = options
@@ -147,7 +167,7 @@ class Space:
         """The sub-space where choice `name` keeps only `options` (original order kept)."""
         self._check_name(name)
         allowed = self._choices[name]
-        wanted = list(options)
+        wanted = [_as_option(o) for o in options]
         for option in wanted:
             if option not in allowed:
                 raise ValueError(f"restrict: {option!r} is not an option of {name!r}; "
@@ -218,8 +238,8 @@ class Space:
             if key not in arch:
                 raise ValueError(f"arch is missing choice {key!r} (options: {list(options)})")
             value = arch[key]
-            matches = [o for o in options if isinstance(value, _SCALARS) and o == value
-                       and isinstance(o, bool) == isinstance(value, bool)]
+            given = _as_option(value)
+            matches = [o for o in options if given is not None and _same_option(o, given)]
             if not matches:
                 raise ValueError(f"arch[{key!r}] = {value!r} is not allowed; "
                                  f"options are {list(options)}")

@@ -156,8 +156,26 @@ def test_bad_space_definitions():
         Space({"w": ()})
     with pytest.raises(ValueError, match="repeats an option"):
         Space({"w": (1, 1)})
-    with pytest.raises(ValueError, match="not a JSON scalar"):
-        Space({"w": ([1],)})
+    with pytest.raises(ValueError, match="neither a JSON scalar"):
+        Space({"w": ({"a": 1},)})
+    with pytest.raises(ValueError, match="repeats an option"):
+        Space({"k": ([3, 3], (3, 3))})  # an array and a tuple are one option
+
+
+def test_array_options_round_trip_through_json_and_validation():
+    import json
+    space = Space.from_choices({"kernel": [(3, 3), [5, 5], (1, [7, 1])], "bias": [True, False]})
+    assert space.choices["kernel"] == ((3, 3), (5, 5), (1, (7, 1)))
+    every = list(space.enumerate())
+    assert len(every) == 6
+    for arch in every:
+        assert space.arch_from_json(space.arch_to_json(arch)) == arch
+        assert space.validate(json.loads(json.dumps(arch))) == arch  # arrays come back as lists
+        assert space.from_indices(space.index_vector(arch)) == arch
+    assert space.validate({"kernel": [1, [7, 1]], "bias": False}) == {"kernel": (1, (7, 1)), "bias": False}
+    with pytest.raises(ValueError, match="is not allowed"):
+        space.validate({"kernel": [True, [7, 1]], "bias": False})  # inside an array True is not 1 either
+    assert space.restrict("kernel", [[5, 5]]).choices["kernel"] == ((5, 5),)
 
 
 # Shipped spaces small enough to enumerate, restricted where the defaults are not.
