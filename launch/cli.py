@@ -119,6 +119,7 @@ def _build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", type=Path, help="export directory: arch.json with the metrics and "
                     "weights/, loadable like run/best (`launch.export.load`)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    _plugin_flag(tr)
 
     se = commands.add_parser("search", help="search an architecture end to end",
                              description="Train a supernet, search it, retrain the chosen "
@@ -130,6 +131,7 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="override one config field, e.g. --set search.max_params=5000 "
                     "(repeatable)")
     se.add_argument("--quiet", action="store_true", help="no progress bars")
+    _plugin_flag(se)
     _distributed_flags(se)
 
     tu = commands.add_parser("tune", help="run many searches as Ray Tune trials",
@@ -147,6 +149,7 @@ def _build_parser() -> argparse.ArgumentParser:
                     "trials are kept, the others continue from their latest checkpoint")
     tu.add_argument("--address", metavar="ADDR", help="join this running Ray cluster (e.g. "
                     "HEAD_IP:6379, or auto) instead of starting Ray on this machine")
+    _plugin_flag(tu)
     tu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override one search config field for every trial (repeatable)")
 
@@ -177,6 +180,7 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="orbax: arch.json + weights/ (default); stablehlo: also model.stablehlo "
                     "and its signature model.stablehlo.json")
     ex.add_argument("--quiet", action="store_true", help="no progress bars (a pareto pick retrains)")
+    _plugin_flag(ex)
 
     ev = commands.add_parser("eval", help="accuracy of an export on a data set",
                              description="Load an export (no supernet) and print its test "
@@ -191,6 +195,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-path", help="data.path: the file for --data npz (x_train, y_train, "
                     "x_test, y_test)")
     ev.add_argument("--data-options", type=_mapping, metavar="JSON", help="data.options")
+    _plugin_flag(ev)
     _bench_parser(commands)
     return parser
 
@@ -328,6 +333,25 @@ def _pick(text: str) -> tuple[str, int | None]:
                                      "(1: the front's smallest network)")
 
 
+def _plugin_flag(parser) -> None:
+    parser.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
+                        help="import this module first (your spaces, data sets, …); repeatable. "
+                        "Recorded with the config (`plugins`) and in exports")
+
+
+def _with_plugins(config: Path, overrides: list[str], added: list[str]) -> list[str]:
+    """`overrides` plus one that adds the --plugin modules to the config's own `plugins`."""
+    if not added:
+        return overrides
+    from launch import plugins
+    try:
+        raw = yaml.safe_load(config.read_text()) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        raw = {}  # the config's own loading names the problem
+    recorded = raw.get("plugins") if isinstance(raw, dict) and isinstance(raw.get("plugins"), list) else []
+    return [*overrides, f"plugins={json.dumps(plugins.merged(recorded, added))}"]
+
+
 def _distributed_flags(parser) -> None:
     group = parser.add_argument_group("multi-host (one process per host; see docs/scale.md)")
     group.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0's "
@@ -431,14 +455,17 @@ def _read_arch(path: Path) -> tuple[dict, str | None, dict, Path | None]:
 
 def cmd_train(args) -> None:
     import nas
-    from launch import export
+    from launch import export, plugins
     from launch.files import write_directory_atomic
     from launch.train import TrainConfig, train
 
     if args.out is not None and args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise UsageError(f"nas train: --out {str(args.out)!r} already exists and is not empty; "
                          "choose another directory or delete it")
+    plugins.load(args.plugins, "--plugin")
     choices, named, options, exported = _read_arch(args.arch) if args.arch else (None, None, {}, None)
+    recorded_plugins = export.read_info(exported).get("plugins", []) if exported is not None else []
+    plugins.load(recorded_plugins, f"{exported} plugins")
     if named and args.space and named != args.space:
         raise UsageError(f"nas train: --arch file is for space {named!r}, not --space {args.space!r}")
     name = args.space or named
@@ -453,7 +480,8 @@ def cmd_train(args) -> None:
         data_section = {**dataclasses.asdict(recorded.data),
                         "standardize": "standardization" in export.read_info(exported),
                         **{k: v for k, v in data_section.items() if v is not None}}
-    given = {"space": {"name": name, "options": {**options, **(args.space_options or {})}},
+    given = {"plugins": plugins.merged(recorded_plugins, args.plugins) or None,
+             "space": {"name": name, "options": {**options, **(args.space_options or {})}},
              "data": data_section,
              "retrain": {"epochs": args.epochs, "batch_size": args.batch_size,
                          "learning_rate": args.learning_rate, "warmup_epochs": args.warmup_epochs,
@@ -484,7 +512,7 @@ def cmd_train(args) -> None:
             "metrics": {"val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
                         "train_seconds": result.seconds},
             "data": cfg.data.name, "retrain": vars(train_cfg), "space_config": bound.to_dict(),
-            **export.preprocessing(data), "engine": f"jaxnas {_VERSION}"}))
+            **export.preprocessing(data), "plugins": cfg.plugins, "engine": f"jaxnas {_VERSION}"}))
         print(f"wrote {args.out} (arch.json + Orbax weights)")
 
 
@@ -492,7 +520,7 @@ def cmd_search(args) -> None:
     from launch import config as configs
     from launch.run import run_search
 
-    cfg = configs.load(args.config, args.overrides)
+    cfg = configs.load(args.config, _with_plugins(args.config, args.overrides, args.plugins))
     run_dir = args.out or Path("runs") / args.config.stem
     _initialize_devices(args)
     run_search(cfg, run_dir, progress=not args.quiet)
@@ -507,7 +535,8 @@ def cmd_tune(args) -> None:
     if args.num_samples is not None and args.num_samples < 1:
         raise UsageError(f"nas tune: --num-samples must be ≥ 1, got {args.num_samples}")
     out = args.out or Path("runs") / f"{args.config.stem}_tune"
-    check.prepare(args.config, args.overrides, args.num_samples, out, args.resume)
+    check.prepare(args.config, _with_plugins(args.config, args.overrides, args.plugins), args.num_samples,
+                  out, args.resume)
     driver = [sys.executable, "-m", "launch.tune", str(out)]
     driver += ["--resume"] if args.resume else []
     driver += ["--address", args.address] if args.address else []
@@ -535,9 +564,10 @@ def _not_written_by_export(directory: str, names: list[str]) -> set[str]:
 
 
 def cmd_export(args) -> None:
-    from launch import export
+    from launch import export, plugins
     from launch.files import write_directory_atomic
 
+    plugins.load(args.plugins, "--plugin")
     if args.out.exists():
         raise UsageError(f"nas export: --out {str(args.out)!r} already exists; choose another "
                          "directory or delete it")
@@ -571,8 +601,9 @@ def cmd_export(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from launch import export
+    from launch import export, plugins
 
+    plugins.load(args.plugins, "--plugin")
     directory = export.locate(args.dir)
     cfg, run_config = export.data_config(directory, args.data, args.data_path, args.data_options)
     data = configs.dataset(cfg)

@@ -30,6 +30,7 @@ import yaml
 import spaces
 import sparse
 from launch import data as datasets
+from launch import plugins
 from search import controllers, oneshot, proxies, samplers, splits
 from spaces.core import Space, closest
 
@@ -200,6 +201,9 @@ class CheckpointConfig:
 @dataclasses.dataclass
 class Config:
     seed: int = 0                       # init, splits, sampling, controller
+    plugins: list = dataclasses.field(default_factory=list)  # your modules, imported first: the
+    #                                     spaces, data sets, controllers they register can be
+    #                                     named below, e.g. [mypkg.spaces] (`--plugin` adds one)
     space: SpaceConfig = dataclasses.field(default_factory=SpaceConfig)  # the search space
     data: DataConfig = dataclasses.field(default_factory=DataConfig)  # the data set and its splits
     supernet: SupernetConfig = dataclasses.field(default_factory=SupernetConfig)  # supernet training
@@ -527,6 +531,7 @@ def from_dict(raw: Mapping | None, overrides: typing.Sequence[str] = ()) -> Conf
             raw[section] = {"name": raw[section]}
     for assignment in overrides:
         _set(raw, assignment)
+    plugins.load(raw.get("plugins"))  # before the names they register are checked
     cfg = _build(Config, raw, "")
     _check(cfg)
     return cfg
@@ -601,7 +606,8 @@ def describe(section: str | None = None) -> str:
             continue
         cls = hints[name]
         if not dataclasses.is_dataclass(cls):
-            rows.append((f"{name}: {to_yaml(f.default)}", helps[name]))
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            rows.append((f"{name}: {to_yaml(default)}", helps[name]))
             continue
         rows.append((f"{name}:", helps[name]))
         sub_helps = field_help(cls)

@@ -35,6 +35,7 @@ from jax import export as jax_export
 
 import spaces
 from launch import config as configs
+from launch import plugins
 from launch.data import Dataset, apply_standardization
 from launch.files import write_bytes_atomic, write_json_atomic
 from search import pareto
@@ -155,10 +156,12 @@ def load(directory: Path | str) -> Exported:
             or not isinstance(described.get("config", {}), dict):
         raise ValueError(f"{file!r}: `space_config` must describe a space (`name`, `choices`, "
                          "`config`, as `Space.to_dict()` writes it)")
+    recorded = plugins.load(info.get("plugins"), f"{file}: plugins")
     if described["name"] not in spaces.names():
+        hint = (f"its plugins {recorded} do not register it" if recorded else
+                "arch.json names no plugin: import the module that registers it first (--plugin)")
         raise ValueError(f"{file!r} is an export of space {described['name']!r}, which is not "
-                         f"registered in this process (spaces are {spaces.names()}); import the "
-                         "module that registers it first")
+                         f"registered in this process (spaces are {spaces.names()}); {hint}")
     try:
         space = spaces.from_dict(described)
     except (KeyError, TypeError) as err:

@@ -24,7 +24,7 @@ from launch.metrics import MetricsLog
 
 TINY_MLP = {"seed": 0, "space": {"name": "mlp"}, "data": {"name": "digits"},
             "supernet": {"epochs": 1, "batch_size": 64},
-            "search": {"evaluations": 4, "generation": 2, "population": 2, "sample": 2, "candidates": 1},
+            "search": {"evaluations": 6, "generation": 2, "population": 4, "sample": 2, "candidates": 1},
             "retrain": {"epochs": 1, "batch_size": 64}}
 
 
@@ -422,3 +422,58 @@ def test_crc_of_an_array_is_its_bytes_crc():
     tree = {"a": jnp.arange(6, dtype=jnp.int32), "b": np.ones(2, np.float32)}
     assert array_checksums(tree) == {"['a']": zlib.crc32(np.arange(6, dtype=np.int32).tobytes()),
                                      "['b']": zlib.crc32(np.ones(2, np.float32).tobytes())}
+
+
+# ---------------------------------------------------------------- plugins (issue 26, item 3)
+
+PLUGIN = '''
+import numpy as np
+
+import spaces
+from launch import data
+from spaces.mlp import MLPSpace
+
+
+class TinyMLP(MLPSpace):
+    name = "tinymlp"
+
+    def __init__(self, max_depth=2, widths=(8, 16), activations=("relu",), **kw):
+        super().__init__(max_depth, widths, activations, **kw)
+
+
+spaces.register("tinymlp", TinyMLP)
+
+
+@data.register("blobs")
+def blobs(n: int = 300):
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % 3
+    x = (rng.normal(size=(3, 6))[y] + 0.3 * rng.normal(size=(n, 6))).astype(np.float32)
+    return x[:240], y[:240], x[240:], y[240:]
+'''
+
+
+def test_a_plugin_space_and_data_set_search_export_and_load_in_a_fresh_process(tmp_path, monkeypatch,
+                                                                               capsys):
+    (tmp_path / "toyplug.py").write_text(PLUGIN)
+    config = tmp_path / "plugged.yaml"
+    config.write_text(yaml.safe_dump({**TINY_MLP, "space": {"name": "tinymlp"}, "data": {"name": "blobs"},
+                                      "supernet": {"epochs": 2, "batch_size": 32},
+                                      "retrain": {"epochs": 2, "batch_size": 32}}))
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _main(capsys, "search", config, "--out", "run", "--quiet")
+    assert code == 2 and "'tinymlp' is not allowed" in err  # not imported: unknown
+    assert _main(capsys, "search", config, "--out", "run", "--quiet", "--plugin", "toyplug")[0] == 0
+    assert configs.load(tmp_path / "run" / "config.yaml").plugins == ["toyplug"]
+    assert json.loads((tmp_path / "run" / "best" / "arch.json").read_text())["plugins"] == ["toyplug"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    load = ("import numpy as np; from launch import export; exported = export.load('run'); "
+            "print(exported.space.name, exported(np.zeros((2, 6), np.float32)).shape)")
+    out = subprocess.run([sys.executable, "-c", load], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.split() == ["tinymlp", "(2,", "3)"], out.stderr
+    evaluated = subprocess.run([sys.executable, "-m", "launch.cli", "eval", "run"], cwd=tmp_path, env=env,
+                               capture_output=True, text=True)
+    assert evaluated.returncode == 0 and "(equal)" in evaluated.stdout, evaluated.stderr
+    elsewhere = subprocess.run([sys.executable, "-m", "launch.cli", "eval", str(tmp_path / "run")],
+                               cwd=tmp_path.parent, env=env, capture_output=True, text=True)
+    assert elsewhere.returncode == 2 and "cannot import 'toyplug'" in elsewhere.stderr, elsewhere.stderr

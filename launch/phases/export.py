@@ -50,7 +50,7 @@ def _export_sparse(best_dir: Path, model: nnx.Module, names: list[str], info: di
     compact_info = {"space": fixed.name, "choices": choices, "params": nas.count_params(smaller),
                     "flops": fixed.flops(choices), "space_config": space_config.to_dict(),
                     "derived_from": "../arch.json (dead units removed; same outputs)",
-                    **{k: info[k] for k in ("standardization",) if k in info},
+                    **{k: info[k] for k in ("standardization", "plugins") if k in info},
                     "engine": f"jaxnas {VERSION}"}
     export.save(best_dir / "compact", smaller, compact_info)
     out["compact"] = {"dir": "compact", "params": compact_info["params"], "flops": compact_info["flops"]}
@@ -112,7 +112,7 @@ def _info(ctx, state: RunState, chosen: retrain.Retrained) -> dict:
         "cost": _cost(ctx, state), "data": cfg.data.name,
         "retrain": dataclasses.asdict(TrainConfig.from_config(cfg)),
         "space_config": ctx.retrain_space.to_dict(), **export.preprocessing(ctx.data),
-        "engine": f"jaxnas {VERSION}",
+        "plugins": cfg.plugins, "engine": f"jaxnas {VERSION}",
     }
 
 

@@ -120,7 +120,8 @@ def _save_candidate(ctx, directory, r: Retrained) -> None:
     structural = ctx.space.structure(r.arch)
     export.save(directory, r.model, {
         "space": ctx.space.name, "choices": structural, "space_config": ctx.retrain_space.to_dict(),
-        "record": _record(r), **export.preprocessing(ctx.data), "engine": f"jaxnas {VERSION}"})
+        "record": _record(r), **export.preprocessing(ctx.data), "plugins": ctx.cfg.plugins,
+        "engine": f"jaxnas {VERSION}"})
     if r.masks is not None:
         np.savez(directory / "masks.npz", **r.masks)
 
