@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import pytest
 
+import nas
 import spaces
 from spaces import Space
 
@@ -163,7 +164,6 @@ def test_bad_space_definitions():
 
 
 def test_array_options_round_trip_through_json_and_validation():
-    import json
     space = Space.from_choices({"kernel": [(3, 3), [5, 5], (1, [7, 1])], "bias": [True, False]})
     assert space.choices["kernel"] == ((3, 3), (5, 5), (1, (7, 1)))
     every = list(space.enumerate())
@@ -271,3 +271,28 @@ def test_a_mutation_changes_the_network(name):
         child = space.mutate(parent, seed=s)
         assert sum(parent[k] != child[k] for k in space.names) == 1
         assert space.canonical(child) != parent
+
+
+@pytest.mark.parametrize("name, options, shape", [
+    ("mlp", {}, (64,)), ("cnn1d", {"norm": "batch"}, (40, 1)), ("cnn1d", {}, (40,)),
+    ("vit", {"embed_dims": (24, 32), "depths": (1, 2)}, (16, 16, 3)), ("nb201", {"channels": 8}, (16, 16, 3)),
+    ("convnet", {"widths": (8, 16), "strides": (1, 2), "head_channels": 16, "depths": (1, 2)}, (16, 16, 3))])
+def test_closed_form_costs_equal_the_costs_read_off_the_abstract_model(name, options, shape):
+    space = spaces.get(name, **options).bind(shape, 10)
+    for seed in range(3):
+        arch = space.validate(space.sample(seed))
+        assert type(space)._costs is not Space._costs  # a closed form to check
+        assert space._costs(arch) == Space._costs(space, arch), (name, arch)
+
+
+def test_a_space_without_closed_forms_is_costed_from_its_model():
+    from spaces.mlp import MLPSpace
+
+    class Plain(MLPSpace):
+        _costs = Space._costs  # no closed form: the abstract model answers
+
+    space = Plain(max_depth=2, widths=(8, 16)).bind((12,), 3)
+    for arch in space.enumerate():
+        model = nas.supernet(space.fix(arch), seed=0)
+        assert space.params(arch) == nas.count_params(model)
+        assert space.flops(arch) == nas.count_macs(lambda z: model(z), np.zeros((1, 12), np.float32))
