@@ -339,7 +339,7 @@ def pareto_front(evaluated: list[tuple[dict, float]], size: Callable[[dict], int
     return sorted((members[i] for i in front), key=lambda m: (m.params, -m.supernet_val_accuracy))
 
 
-def _search_space(run_dir: Path, cfg: configs.Config) -> spaces.Space:
+def search_space(run_dir: Path, cfg: configs.Config) -> spaces.Space:
     """The run's searched space, bound like its export (best/arch.json) or, for a run
     stopped before exporting, like its data set."""
     space = configs.space(cfg.space.name, cfg.space.options)
@@ -380,7 +380,7 @@ def pareto_pick(run_dir: Path | str, n: int) -> FrontMember:
         raise ValueError(f"run {str(run_dir)!r} searched by argmax (one arch, no front); "
                          "export it with --pick best")
     cfg = configs.load(run_dir / "config.yaml")
-    space = _search_space(run_dir, cfg)
+    space = search_space(run_dir, cfg)
     try:
         front = pareto_front([(arch, row[0]) for arch, row in state["history"]],
                              lambda arch: space.params(space.structure(arch)))

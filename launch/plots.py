@@ -67,6 +67,13 @@ def trajectory_figure(supernet: list[dict], search: list[dict], title: str = "",
 def pareto(path: Path, points: list[tuple[float, float]], chosen: tuple[float, float] | None = None,
            budget: float | None = None, xlabel: str = "parameters",
            score: str = "val accuracy (inherited weights)") -> None:
+    """`pareto_figure` written to `path`."""
+    _save(pareto_figure(points, chosen, budget, xlabel, score), path)
+
+
+def pareto_figure(points: list[tuple[float, float]], chosen: tuple[float, float] | None = None,
+                  budget: float | None = None, xlabel: str = "parameters",
+                  score: str = "val accuracy (inherited weights)"):
     """Every evaluated arch as (size, accuracy); the non-dominated front (smaller,
     more accurate) as a line; the chosen arch starred. `xlabel` names the size."""
     fig, ax = subplots(figsize=(6.5, 4.5))
@@ -83,7 +90,7 @@ def pareto(path: Path, points: list[tuple[float, float]], chosen: tuple[float, f
         ax.axvline(budget, color="gray", ls=":", label="budget")
     ax.set(xscale="log", xlabel=xlabel, ylabel=score, title=f"{score} vs {xlabel}")
     ax.legend(loc="lower right")
-    _save(fig, path)
+    return fig
 
 
 def split_matrices(path: Path, splits: list[dict]) -> None:
