@@ -10,7 +10,7 @@ A user's own space is a `Space` subclass (or a factory returning one) passed to
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from typing import Callable, Sequence
 
 from spaces.core import Arch, Space, closest
 
@@ -25,6 +25,14 @@ def register(name: str, factory: Callable[..., Space] | None = None, *, overwrit
         _REGISTRY[name] = f
         return f
     return add(factory) if factory is not None else add
+
+
+def register_model(name: str, model_class, *, input_shape: Sequence[int], num_classes: int,
+                   overwrite: bool = False):
+    """Register a supernet whose constructor declares its choices (`nas.choices`) as space
+    `name`: the space is derived from the model (`spaces.module`)."""
+    from spaces.module import model_space
+    return register(name, model_space(name, model_class, input_shape, num_classes), overwrite=overwrite)
 
 
 def names() -> list[str]:
@@ -67,4 +75,4 @@ def from_dict(description: dict) -> Space:
 
 from spaces import cnn1d, convnet, mlp, nb201, vit  # noqa: E402, F401  (each registers itself)
 
-__all__ = ["Arch", "Space", "from_dict", "get", "names", "options", "register"]
+__all__ = ["Arch", "Space", "from_dict", "get", "names", "options", "register", "register_model"]
