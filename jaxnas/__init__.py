@@ -46,12 +46,23 @@ def config(source: str | Path | Mapping | configs.Config | None = None, *overrid
     return configs.from_dict(source, overrides)
 
 
+_ARRAYS: set[str] = set()  # data sets `arrays` registered (a notebook may run its cell again)
+
+
 def arrays(name: str, x_train, y_train, x_test, y_test) -> str:
-    """Register in-memory arrays as data set `name` (`data: {name: …}` in a config) for this
-    process: inputs `[n, …]`, integer labels `[n]`. A run using it resumes or evaluates in
-    another process only after the same call there (or from a plugin module)."""
-    held = tuple(np.asarray(a) for a in (x_train, y_train, x_test, y_test))
-    datasets.register(name)(lambda: held)
+    """Register a copy of in-memory arrays as data set `name` (`data: {name: …}` in a
+    config) for this process: inputs `[n, …]`, integer labels `[n]`. A run using it resumes
+    or evaluates in another process only after the same call there (or from a plugin)."""
+    if name in datasets.names() and name not in _ARRAYS:
+        raise ValueError(f"data set {name!r} is already registered (data sets: {datasets.names()}); "
+                         "choose another name")
+    held = []
+    for array in (x_train, y_train, x_test, y_test):
+        copy = np.array(array, copy=True)
+        copy.flags.writeable = False  # later edits of the caller's arrays change nothing
+        held.append(copy)
+    datasets.register(name)(lambda: tuple(held))
+    _ARRAYS.add(name)
     return name
 
 
@@ -77,18 +88,23 @@ def result(run_dir: str | Path) -> Result:
     """The `Result` of the finished run in `run_dir`."""
     run_dir = Path(run_dir)
     info = exports.read_info(run_dir / "best")
-    population = _population(run_dir)
+    population = _population(json.loads((run_dir / "search_state.json").read_text()), info)
     space = exports.search_space(run_dir, configs.load(run_dir / "config.yaml"))
     front = exports.pareto_front(population, lambda a: space.params(space.structure(a)))
     return Result(run_dir, info["choices"], info["params"], info["flops"], info["metrics"],
                   info.get("cost", {}), population, front)
 
 
-def _population(run_dir: Path) -> list[tuple[dict, float]]:
-    state = json.loads((run_dir / "search_state.json").read_text())
+def _population(state: dict, info: dict) -> list[tuple[dict, float]]:
+    """(arch, score) of every evaluated arch in a search_state.json record: a controller's
+    history, an argmax pick (scored in arch.json when it is the run's pick), or those of
+    each sub-supernet of a split run."""
+    if "sub_supernets" in state:
+        return [pair for sub in state["sub_supernets"] for pair in _population(sub, info)]
     if "history" in state:
         return [(arch, scores[0]) for arch, scores in state["history"]]
-    return [(state["arch"], float("nan"))]  # argmax: one arch, scored after the search
+    picked = state["arch"] == info["choices"]
+    return [(state["arch"], info["metrics"].get("supernet_val_accuracy") if picked else float("nan"))]
 
 
 def search(source, run_dir: str | Path, progress: bool = True, echo=print) -> Result | None:

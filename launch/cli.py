@@ -340,15 +340,13 @@ def _plugin_flag(parser) -> None:
 
 
 def _with_plugins(config: Path, overrides: list[str], added: list[str]) -> list[str]:
-    """`overrides` plus one that adds the --plugin modules to the config's own `plugins`."""
+    """`overrides` plus one that adds the --plugin modules to the config's `plugins` (its
+    own and any `--set plugins=…`)."""
     if not added:
         return overrides
     from launch import plugins
-    try:
-        raw = yaml.safe_load(config.read_text()) or {}
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        raw = {}  # the config's own loading names the problem
-    recorded = raw.get("plugins") if isinstance(raw, dict) and isinstance(raw.get("plugins"), list) else []
+    plugins.load(added, "--plugin")  # what the config names may come from them
+    recorded = configs.load(config, overrides).plugins
     return [*overrides, f"plugins={json.dumps(plugins.merged(recorded, added))}"]
 
 
@@ -633,8 +631,8 @@ def main(argv: list[str] | None = None) -> int:
                 "bench": cmd_bench}
     try:
         args = _build_parser().parse_args(argv)
-        if args.command not in ("spaces", "config"):  # the commands that compile
-            xla_cache.enable()
+        if argv is None and args.command not in ("spaces", "config"):
+            xla_cache.enable()  # the `nas` program's commands that compile (not calls from Python)
         commands[args.command](args)
         return 0
     except (UsageError, ValueError, OSError) as err:

@@ -299,6 +299,7 @@ def data_config(directory: Path | str, name: str | None = None, path: str | None
         seed, recorded = cfg.seed, dataclasses.asdict(cfg.data)
     else:
         info = read_info(directory)
+        plugins.load(info.get("plugins"), f"{directory / 'arch.json'}: plugins")  # its data set may be one
         if "data" not in info and name is None:
             raise ValueError(f"{str(directory / 'arch.json')!r} records no data set; name one "
                              "(--data)")

@@ -82,7 +82,10 @@ class Branches(nnx.Module):
         unknown = [o for o in choice.options if o not in factories]
         if unknown:
             raise ValueError(f"choice {choice.name!r}: no branch for option {unknown[0]!r} "
-                             f"(branches: {sorted(factories)})")
+                             f"(branches: {sorted(map(str, factories))})")
+        if len({str(o) for o in choice.options}) != len(choice.options):
+            raise ValueError(f"choice {choice.name!r}: options {list(choice.options)} must differ as "
+                             "text (they name the branches)")
         self.choice = choice
         self.branches = nnx.Dict({str(o): factories[o]() for o in choice.options})
 

@@ -28,6 +28,8 @@ _SCALARS = (bool, int, float, str)
 def _as_option(value):
     """An option as the space holds it: JSON scalars as they are, arrays (lists or tuples,
     nested too) as tuples; None for anything else."""
+    if isinstance(value, np.generic):  # a NumPy scalar: its Python value
+        value = value.item()
     if isinstance(value, _SCALARS):
         return value
     if isinstance(value, (list, tuple)):
@@ -167,12 +169,13 @@ class Space:
         """The sub-space where choice `name` keeps only `options` (original order kept)."""
         self._check_name(name)
         allowed = self._choices[name]
+        options = list(options)
         wanted = [_as_option(o) for o in options]
-        for option in wanted:
-            if option not in allowed:
-                raise ValueError(f"restrict: {option!r} is not an option of {name!r}; "
+        for given, option in zip(options, wanted):
+            if not any(option is not None and _same_option(o, option) for o in allowed):
+                raise ValueError(f"restrict: {given!r} is not an option of {name!r}; "
                                  f"options are {list(allowed)}")
-        kept = tuple(o for o in allowed if o in wanted)
+        kept = tuple(o for o in allowed if any(_same_option(o, w) for w in wanted))
         if not kept:
             raise ValueError(f"restrict: choice {name!r} would have no options left")
         clone = self._copy()
@@ -483,15 +486,15 @@ class Space:
 
     # ------------------------------------------------------------------ costs
     def params(self, arch: Mapping) -> int:
-        """Trainable parameters of the extracted model of `arch` (closed form); of the
-        network of `costed_as`'s space when one is set."""
+        """Trainable parameters of the extracted model of `arch` (`_costs`: a closed form or
+        the abstract model); of the network of `costed_as`'s space when one is set."""
         if self._cost_space is not None:
             return self._cost_space.params(self.structure(self.validate(arch)))
         return int(self._bound_for_cost()._costs(self.validate(arch))[0])
 
     def flops(self, arch: Mapping) -> int:
-        """Multiply–accumulates of one forward pass of one example (closed form;
-        the NAS convention calls these FLOPs): every matmul and convolution."""
+        """Multiply–accumulates of one forward pass of one example (`_costs`; the NAS
+        convention calls these FLOPs): every matmul and convolution."""
         if self._cost_space is not None:
             return self._cost_space.flops(self.structure(self.validate(arch)))
         return int(self._bound_for_cost()._costs(self.validate(arch))[1])

@@ -113,3 +113,60 @@ def test_the_tiny_transformer_searches_with_drnas(tmp_path, capsys, user_modules
     state = json.loads((tmp_path / "run" / "search_state.json").read_text())
     assert set(state["alpha"]) == {"embed", "depth", "heads_0", "heads_1"}
     assert spaces.get("tinyformer").validate(state["arch"])
+
+
+class _Chained(nas.Supernet):
+    """heads_1 matters at depth 2, ffn_1 only while heads_1 is 2: a chain of conditions."""
+
+    def __init__(self, space, *, rngs):
+        self.space = space
+        self.depth = space.choice("depth", [1, 2])
+        space.choice("heads_1", [1, 2], when={"depth": [2]})
+        space.choice("ffn_1", [4, 8], when={"heads_1": [2]})
+        self.fc = nas.layers.Dense(space.input_shape[-1], space.num_classes, rngs=rngs)
+
+    def forward(self, x, probs, train=False):
+        return self.fc(x)
+
+
+def test_chained_conditions_fold_every_unused_choice_and_bad_declarations_are_named():
+    spaces.register_model("chained", _Chained, input_shape=(3,), num_classes=2, overwrite=True)
+    space = spaces.get("chained")
+    # depth 1: one network; depth 2: heads 1 (ffn unused) or heads 2 × ffn 4/8.
+    assert space.distinct_size() == 1 + 1 + 2
+    assert space.canonical({"depth": 1, "heads_1": 2, "ffn_1": 8}) == {"depth": 1, "heads_1": 1, "ffn_1": 4}
+
+    def declaring(when):
+        class Bad(nas.Supernet):
+            def __init__(self, space, *, rngs):
+                space.choice("kind", ["mlp", "attention"])
+                space.choice("width", [8, 16], when=when)
+        return Bad
+
+    for when, message in (({"kind": "mlp"}, "must list options of 'kind'"),
+                          ({"kind": ["conv"]}, "non-empty subset of its options"),
+                          ({"depth": [1]}, "'depth', which is not declared before it")):
+        spaces.register_model("bad_when", declaring(when), input_shape=(3,), num_classes=2, overwrite=True)
+        with pytest.raises(ValueError, match=message):
+            spaces.get("bad_when")
+
+    class Reads(nas.Supernet):
+        def __init__(self, space, *, rngs):
+            space.choice("width", [8, 16])
+            space.encode(None)
+
+    spaces.register_model("reads_encode", Reads, input_shape=(3,), num_classes=2, overwrite=True)
+    with pytest.raises(ValueError, match="space.encode is not available while the choices"):
+        spaces.get("reads_encode")
+
+
+def test_arrays_registers_a_copy_and_never_replaces_another_data_set():
+    import jaxnas as jn
+    x = np.zeros((20, 3), np.float32)
+    y = np.arange(20) % 2
+    jn.arrays("copied", x, y, x[:4], y[:4])
+    x[:] = 7  # the caller's later edits do not reach the data set
+    assert datasets.load("copied", val_fraction=0.0).x_train.max() == 0
+    jn.arrays("copied", x, y, x[:4], y[:4])  # a notebook cell run again
+    with pytest.raises(ValueError, match="'digits' is already registered"):
+        jn.arrays("digits", x, y, x[:4], y[:4])

@@ -20,7 +20,7 @@ def test_the_cache_directory_follows_the_settings_in_order(tmp_path):
 
 
 def test_a_nas_command_fills_the_default_cache_and_one_setting_turns_it_off(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_COMPILATION_CACHE_DIR", xla_cache.SETTING)}
     env.update(XDG_CACHE_HOME=str(tmp_path / "home-cache"), JAX_PLATFORMS="cpu", XLA_FLAGS="",
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     train = [sys.executable, "-m", "launch.cli", "train", "--space", "mlp", "--sample", "0",
