@@ -241,12 +241,13 @@ def array_checksums(arrays) -> dict[str, int | None]:
     record alone."""
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(arrays)[0]:
-        if isinstance(leaf, jax.Array) and not (leaf.is_fully_addressable or leaf.is_fully_replicated):
-            out[jax.tree_util.keystr(path)] = None
-            continue
+        key = jax.tree_util.keystr(path)
         if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-            leaf = leaf.addressable_data(0)
-        out[jax.tree_util.keystr(path)] = zlib.crc32(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
+            if not leaf.is_fully_replicated:
+                out[key] = None
+                continue
+            leaf = leaf.addressable_data(0)  # this process's copy of a replicated array
+        out[key] = zlib.crc32(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
     return out
 
 

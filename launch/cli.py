@@ -429,9 +429,7 @@ def _read_arch(path: Path) -> tuple[dict, str | None, dict, Path | None]:
     """(choices, space name or None, space options, export directory or None) of an --arch
     file, an export directory or a run directory (its best/)."""
     from launch import export
-    if path.is_dir():
-        path = export.locate(path) / "arch.json"
-    file = path
+    file = export.locate(path) / "arch.json" if path.is_dir() else path
     try:
         content = json.loads(file.read_text())
     except FileNotFoundError:
@@ -462,8 +460,8 @@ def cmd_train(args) -> None:
                          "choose another directory or delete it")
     plugins.load(args.plugins, "--plugin")
     choices, named, options, exported = _read_arch(args.arch) if args.arch else (None, None, {}, None)
-    recorded_plugins = export.read_info(exported).get("plugins", []) if exported is not None else []
-    plugins.load(recorded_plugins, f"{exported} plugins")
+    info = export.read_info(exported) if exported is not None else {}
+    recorded_plugins = plugins.load(info.get("plugins", []), f"{exported} plugins")
     if named and args.space and named != args.space:
         raise UsageError(f"nas train: --arch file is for space {named!r}, not --space {args.space!r}")
     name = args.space or named
@@ -476,7 +474,7 @@ def cmd_train(args) -> None:
     if exported is not None and args.data is None:
         recorded, _ = export.data_config(exported)
         data_section = {**dataclasses.asdict(recorded.data),
-                        "standardize": "standardization" in export.read_info(exported),
+                        "standardize": "standardization" in info,
                         **{k: v for k, v in data_section.items() if v is not None}}
     given = {"plugins": plugins.merged(recorded_plugins, args.plugins) or None,
              "space": {"name": name, "options": {**options, **(args.space_options or {})}},

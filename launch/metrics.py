@@ -21,6 +21,15 @@ from launch.files import strict_json, write_text_atomic
 
 def read_rows(path: Path) -> list[dict]:
     """The rows of metrics.jsonl; a torn (unparsable) last row is dropped."""
+    return _read(path)[0]
+
+
+def _line(record: dict) -> str:
+    return json.dumps(strict_json(record), allow_nan=False) + "\n"
+
+
+def _read(path: Path) -> tuple[list[dict], bool]:
+    """(rows, whether a torn last row was dropped)."""
     try:
         lines = path.read_text().splitlines()
     except UnicodeDecodeError:
@@ -35,11 +44,11 @@ def read_rows(path: Path) -> list[dict]:
                 raise ValueError("not a metrics row")
         except ValueError as err:
             if all(not rest.strip() for rest in lines[number:]):
-                break  # the row a crash tore while appending
+                return rows, True  # the row a crash tore while appending
             raise ValueError(f"{path}: line {number} is not a metrics row ({err}); the log is "
                              "damaged before its last row") from None
         rows.append(row)
-    return rows
+    return rows, False
 
 
 class MetricsLog:
@@ -50,9 +59,7 @@ class MetricsLog:
         self.records: list[dict] = []
         self._torn = False  # the file ends in a row a crash tore: rewrite it before appending
         if self.path.exists():
-            self.records = read_rows(self.path)
-            self._torn = len(self.records) != sum(1 for line in self.path.read_bytes().splitlines()
-                                                  if line.strip())
+            self.records, self._torn = _read(self.path)
         self._tensorboard = None
 
     @property
@@ -66,8 +73,7 @@ class MetricsLog:
         self.records = self.records[:rows]
         if not self.is_writer:
             return
-        write_text_atomic(self.path, "".join(json.dumps(strict_json(r), allow_nan=False) + "\n"
-                                             for r in self.records))
+        write_text_atomic(self.path, "".join(map(_line, self.records)))
         self._torn = False
         self.close()
         shutil.rmtree(self.events, ignore_errors=True)
@@ -81,7 +87,7 @@ class MetricsLog:
         if not self.is_writer:
             return
         with self.path.open("a") as f:
-            f.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
+            f.write(_line(record))
         self._scalars(record)
         self._flush()
 
