@@ -40,7 +40,7 @@ def run(epochs: int = 4, spaces_and_options=SPACES) -> list[dict]:
         with tempfile.TemporaryDirectory() as tmp:
             ctx = context.setup(cfg, Path(tmp) / "run", progress=False, echo=lambda *_: None)
             arrays, meta = supernet.init(ctx)
-            steps_per_epoch = len(ctx.data.x_train) // cfg.supernet.batch_size
+            steps_per_epoch = len(ctx.data.train) // cfg.supernet.batch_size
             ctx.checkpoints.policy.every_steps = steps_per_epoch
             state = RunState({supernet.NAME: arrays}, {supernet.NAME: meta, "phases_done": []})
             spans = []  # (start, end) of every save: one per epoch

@@ -118,20 +118,21 @@ def allocation_quality(epochs: int = 30, sparsities=(0.3, 0.5, 0.7, 0.9), grid: 
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params = jax.tree.map(jnp.copy, params)
     probs = model.space.encode(None)
+    x_test, y_test = data.test.arrays()
 
     @jax.jit
     def logits(p, x):
         return nnx.merge(graphdef, p, rest, copy=True).forward(x, probs, train=False)
 
     def test_accuracy(p):
-        return float(jnp.mean(jnp.argmax(logits(p, jnp.asarray(data.x_test)), -1) == data.y_test))
+        return float(jnp.mean(jnp.argmax(logits(p, jnp.asarray(x_test)), -1) == y_test))
 
     names = masklib.kernel_names(params)
     weights = masklib.kernels(params, names)
     shapes = masklib.shapes_of(params, names)
     sizes = np.array([math.prod(s) for s in shapes.values()])
-    calib = data.x_train[:1024]
-    held_out = jnp.asarray(data.x_val)
+    calib = data.train.read(np.arange(1024))[0]
+    held_out = jnp.asarray(data.val.arrays()[0])
     reference = logits(params, held_out)
     out = {"dense_accuracy": test_accuracy(params), "budget": {}}
     for s in sparsities:

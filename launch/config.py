@@ -67,14 +67,29 @@ class SpaceConfig:
 
 
 @dataclasses.dataclass
+class AugmentConfig:
+    crop_padding: int = 0               # random crop of the image padded by this many zeros a side
+    flip: bool = False                  # random horizontal flip (probability ½)
+
+
+@dataclasses.dataclass
 class DataConfig:
-    name: str = "mnist1d"               # a registered data set (generated or shipped, never downloaded)
-    path: str | None = None             # file for npz (x_train, y_train, x_test, y_test)
+    name: str = "mnist1d"               # a registered data set (`nas data`): generated, shipped, or
+    #                                     read from data.path (npz, array_record, image_folder, hf)
+    path: str | None = None             # its file or directory (docs/data.md)
     val_fraction: float = 0.2           # share of train held out: search validation split
+    val_split: str = "train"            # where validation comes from: train (val_fraction of it,
+    #                                     chosen by seed) or a file split of the source, e.g. val
     options: dict = dataclasses.field(default_factory=dict)  # loader keyword arguments
     standardize: bool = False           # scale each input feature by the training split's mean
     #                                     and std (tables); stored with the export, which then
     #                                     takes raw inputs
+    normalize: bool = False             # images: scale each channel by the training split's
+    #                                     mean and std; stored with the export, as standardize
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)  # training batches
+    #                                     of images only (supernet and retraining)
+    workers: int = 0                    # input worker processes decoding batches ahead (0: one
+    #                                     prefetch thread); the batches do not depend on it
 
 
 @dataclasses.dataclass
@@ -126,6 +141,8 @@ class SearchConfig:
     objectives: list = dataclasses.field(default_factory=lambda: ["accuracy", "params"])  # nsga2;
     #                                     also flops, nonzero
     calibration: int = 512              # examples used to recalibrate BatchNorm per sub-network
+    score_examples: int = 10000         # validation examples each arch is scored on (a seeded
+    #                                     subset when the validation split is larger)
     candidates: int = 3                 # top archs retrained; the best on validation is chosen
 
 
@@ -241,7 +258,7 @@ def choices() -> dict[str, tuple]:
 _OBJECTIVES = ("accuracy", "params", "flops", "nonzero")
 _POSITIVE = {"supernet.epochs", "supernet.batch_size", "search.evaluations", "search.generation",
              "search.population", "search.sample", "search.parents", "search.calibration",
-             "search.candidates", "search.mutants", "search.proxy_examples",
+             "search.candidates", "search.mutants", "search.proxy_examples", "search.score_examples",
              "retrain.epochs", "retrain.batch_size", "search.max_params",
              "search.max_flops", "search.min_params", "search.max_nonzero", "sparse.update_every",
              "sparse.grid", "sparse.calibration", "checkpoint.every_steps", "checkpoint.keep",
@@ -316,9 +333,14 @@ def space(name: str, options: Mapping, field: str = "space.options") -> Space:
 
 def dataset(cfg: Config) -> datasets.Dataset:
     """The data set of the `data` section, split by `seed`."""
-    options = {**cfg.data.options, **({"path": cfg.data.path} if cfg.data.path else {})}
-    return datasets.load(cfg.data.name, seed=cfg.seed, val_fraction=cfg.data.val_fraction,
-                         standardize=cfg.data.standardize, **options)
+    dc = cfg.data
+    options = {**dc.options, **({"path": dc.path} if dc.path else {})}
+    augment = None
+    if dc.augment.crop_padding or dc.augment.flip:
+        augment = datasets.Augment(dc.augment.crop_padding, dc.augment.flip)
+    return datasets.load(dc.name, seed=cfg.seed, val_fraction=dc.val_fraction, val_split=dc.val_split,
+                         standardize=dc.standardize, normalize=dc.normalize, augment=augment,
+                         workers=dc.workers, **options)
 
 
 def controller(cfg: Config) -> tuple[str, dict]:
@@ -368,7 +390,12 @@ def _check(cfg: Config) -> None:
                              f"10 × {section}.epochs = {10 * body.epochs}")
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise ValueError(f"config data.val_fraction = {cfg.data.val_fraction!r}: must be in [0, 1)")
-    if cfg.data.val_fraction == 0.0:
+    if cfg.data.workers < 0:
+        raise ValueError(f"config data.workers = {cfg.data.workers!r}: must be ≥ 0")
+    if cfg.data.augment.crop_padding < 0:
+        raise ValueError(f"config data.augment.crop_padding = {cfg.data.augment.crop_padding!r}: "
+                         "must be ≥ 0")
+    if cfg.data.val_fraction == 0.0 and cfg.data.val_split == "train":
         raise ValueError("config data.val_fraction = 0.0: the search needs a validation split")
     if not 0.0 <= cfg.search.mutation_prob <= 1.0:
         raise ValueError(f"config search.mutation_prob = {cfg.search.mutation_prob!r}: "

@@ -103,8 +103,8 @@ def _retrain_space(cfg: configs.Config, space, data):
 
 
 def _check_batches(cfg: configs.Config, data, parallel: devices.DataParallel) -> None:
-    supernet_examples = len(data.x_train) // (2 if configs.is_gradient(cfg.supernet.method) else 1)
-    for section, size in (("supernet", supernet_examples), ("retrain", len(data.x_train))):
+    supernet_examples = len(data.train) // (2 if configs.is_gradient(cfg.supernet.method) else 1)
+    for section, size in (("supernet", supernet_examples), ("retrain", len(data.train))):
         batch = getattr(cfg, section).batch_size
         if batch > size:
             raise ValueError(f"config {section}.batch_size = {batch} exceeds the {size} "

@@ -36,7 +36,7 @@ from jax import export as jax_export
 import spaces
 from launch import config as configs
 from launch import plugins
-from launch.data import Dataset, apply_standardization
+from launch.data import Dataset, in_order
 from launch.files import write_bytes_atomic, write_json_atomic
 from search import pareto
 from search.parallel import local_copy
@@ -63,7 +63,7 @@ class Exported:
     def prepare(self, x):
         """`x` as the model takes it: scaled by the stored `standardization`, if any."""
         stats = self.info.get("standardization")
-        return x if stats is None else apply_standardization(jnp.asarray(x, jnp.float32), stats)
+        return x if stats is None else scale_inputs(jnp.asarray(x, jnp.float32), stats)
 
     def __iter__(self):
         return iter((self.space, self.arch, self.model))
@@ -96,12 +96,12 @@ def _this_process_only() -> ocp.StandardCheckpointer:
 
 
 def preprocessing(data: Dataset) -> dict:
-    """arch.json's record of what the inputs went through before the model (`data.standardize`):
-    {"standardization": {"mean": […], "std": […]}}, or {} for inputs used as loaded."""
-    stats = data.standardization
-    if stats is None:
+    """arch.json's record of what the inputs went through before the model (`data.standardize`
+    per feature, `data.normalize` per channel): {"standardization": {"mean": […], "std": […],
+    "per": "feature" | "channel"}}, or {} for inputs used as loaded."""
+    if data.scaling is None:
         return {}
-    return {"standardization": {k: np.asarray(v).tolist() for k, v in stats.items()}}
+    return {"standardization": {**data.scaling.to_dict(), "per": data.scaled_by}}
 
 
 def save(directory: Path | str, model: nnx.Module, info: dict) -> None:
@@ -188,6 +188,12 @@ def load(directory: Path | str) -> Exported:
     return Exported(space, arch, nnx.merge(graphdef, state), info)
 
 
+def scale_inputs(x, stats: dict):
+    """(x − mean) / std with arch.json's `standardization` record: per feature, or per
+    channel (broadcast over an image's trailing axis)."""
+    return (x - jnp.asarray(stats["mean"], jnp.float32)) / jnp.asarray(stats["std"], jnp.float32)
+
+
 # ---------------------------------------------------------------------- StableHLO
 
 def to_stablehlo(model: nnx.Module, directory: Path | str, batch_size: int | None = None,
@@ -211,7 +217,7 @@ def to_stablehlo(model: nnx.Module, directory: Path | str, batch_size: int | Non
 
     def logits(x):
         if standardization is not None:
-            x = apply_standardization(x, standardization)
+            x = scale_inputs(x, standardization)
         return nnx.merge(graphdef, state).forward(x, probs, train=False)
 
     batch = jax_export.symbolic_shape("b")[0] if batch_size is None else batch_size
@@ -248,13 +254,13 @@ def evaluate(directory: Path | str, data: Dataset) -> dict:
     validation split when it has one, with the number of examples of each. Computed
     like training reports it (`launch.train.accuracy`), so a search's best/ on the
     run's own data reproduces arch.json's `metrics` exactly."""
-    from launch.train import accuracy  # the training loop's own metric, imported when used
+    from launch.train import EVAL_BATCH, batch_accuracy  # the training loop's own metric
 
     exported = load(directory)
     space = exported.space
-    if data.standardization is not None:
-        raise ValueError(f"evaluate takes data {data.name!r} as loaded (data.standardize false): "
-                         "the export applies its own standardization")
+    if data.scaling is not None:
+        raise ValueError(f"evaluate takes data {data.name!r} as loaded (data.standardize and "
+                         "data.normalize false): the export applies its own scaling")
     rows = data.input_shape
     if rows != space.input_shape and rows + (1,) != space.input_shape:  # older exports of tables
         raise ValueError(f"data {data.name!r} has inputs {data.input_shape}; the export takes "
@@ -262,13 +268,14 @@ def evaluate(directory: Path | str, data: Dataset) -> dict:
     if data.num_classes > space.num_classes:
         raise ValueError(f"data {data.name!r} has {data.num_classes} classes; the export "
                          f"predicts {space.num_classes}")
-    def scale(x):
-        return np.asarray(exported.prepare(x)).reshape((len(x), *space.input_shape))
-    metrics = {"test_accuracy": accuracy(exported.model, scale(data.x_test), data.y_test),
-               "test_examples": len(data.x_test)}
-    if len(data.x_val):
-        metrics.update(val_accuracy=accuracy(exported.model, scale(data.x_val), data.y_val),
-                       val_examples=len(data.x_val))
+    def prepared(split):
+        for x, y in in_order(split, EVAL_BATCH):
+            yield np.asarray(exported.prepare(x)).reshape((len(x), *space.input_shape)), y
+    metrics = {"test_accuracy": batch_accuracy(exported.model, prepared(data.test), len(data.test)),
+               "test_examples": len(data.test)}
+    if len(data.val):
+        metrics.update(val_accuracy=batch_accuracy(exported.model, prepared(data.val), len(data.val)),
+                       val_examples=len(data.val))
     return metrics
 
 
@@ -310,7 +317,7 @@ def data_config(directory: Path | str, name: str | None = None, path: str | None
         data = {"name": name, **({"val_fraction": recorded["val_fraction"]}
                                  if "val_fraction" in recorded else {})}
     data.update({k: v for k, v in (("path", path), ("options", options)) if v is not None})
-    data["standardize"] = False
+    data.update(standardize=False, normalize=False, augment={})
     return configs.from_dict({"seed": seed, "data": data}), run_config
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from launch.data import Dataset
-from launch.train import SparseTraining, TrainConfig, TrainResult, accuracy, train
+from launch.train import SparseTraining, TrainConfig, TrainResult, split_accuracy, train
 from search import engine
 from sparse import allocate as alloc
 from sparse import masks as masklib
@@ -71,8 +71,7 @@ def prune(model: nnx.Module, data: Dataset, names, keep: int, *, allocation: str
     def logits(p, x):
         return engine.apply(graphdef, p, rest, x, probs, train=False)[0]
 
-    order = np.random.default_rng(seed).permutation(len(data.x_train))[:calibration]
-    calib = data.x_train[order]
+    calib, _ = data.sample(data.train, calibration, seed)
     start = sum(int(np.sum(masks[n])) for n in names)
     levels = alloc.grid_levels(grid, 1.0 - keep / sizes.sum())
     history, result = [], None
@@ -97,7 +96,7 @@ def prune(model: nnx.Module, data: Dataset, names, keep: int, *, allocation: str
             record.update(val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy)
         history.append(record)
     if result is None:
-        result = TrainResult(model, [], accuracy(model, data.x_val, data.y_val),
-                             accuracy(model, data.x_test, data.y_test), 0.0, masks)
+        result = TrainResult(model, [], split_accuracy(model, data, data.val),
+                             split_accuracy(model, data, data.test), 0.0, masks)
     sparsity = {n: 1.0 - float(np.sum(masks[n])) / masks[n].size for n in names}
     return PruneResult(model, masks, sparsity, history, result.val_accuracy, result.test_accuracy)

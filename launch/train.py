@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 import sparse as sparse_lib
 from launch.config import Config, RetrainConfig
-from launch.data import Batches, Dataset
+from launch.data import Dataset, Split, in_order
 from search import engine
 from search.parallel import DataParallel, data_parallel, pad_rows, round_up
 from sparse import masks as masklib
@@ -134,23 +134,42 @@ def _correct(graphdef, params, rest, x, y, probs):
     return engine.accuracy_count(logits, y)
 
 
-def accuracy(model, x: np.ndarray, y: np.ndarray, arch=None, batch_size: int = 500,
+EVAL_BATCH = 500  # examples per inference call
+
+
+def accuracy(model, x: np.ndarray, y: np.ndarray, arch=None, batch_size: int = EVAL_BATCH,
              parallel: DataParallel | None = None) -> float:
-    """Inference-mode accuracy, batches split over `parallel`'s devices (default: all).
+    """Inference-mode accuracy on arrays `x`, `y` (see `batch_accuracy`)."""
+    batches = ((x[start:start + batch_size], y[start:start + batch_size])
+               for start in range(0, len(x), batch_size))
+    return batch_accuracy(model, batches, len(x), arch, batch_size, parallel)
+
+
+def split_accuracy(model, data: Dataset, split: Split, arch=None,
+                   parallel: DataParallel | None = None) -> float:
+    """Inference-mode accuracy on `split` of `data`, read in order, batch by batch, scaled."""
+    return batch_accuracy(model, in_order(split, EVAL_BATCH, data.scaling), len(split), arch,
+                          EVAL_BATCH, parallel)
+
+
+def batch_accuracy(model, batches, examples: int, arch=None, batch_size: int = EVAL_BATCH,
+                   parallel: DataParallel | None = None) -> float:
+    """Inference-mode accuracy over `batches` ((x, y) of at most `batch_size` rows, `examples`
+    in all, the same in every process), split over `parallel`'s devices (default: all).
     Batches are padded to one size, a multiple of the device count: a single compilation.
     Padding rows are labelled -1, which no argmax matches."""
-    if len(x) == 0:
+    if examples == 0:
         return float("nan")
     parallel = parallel or data_parallel()
     graphdef, params, rest = engine.split(model)
     params, rest, probs = parallel.replicate((params, rest, model.space.encode(arch)))
-    size = round_up(min(batch_size, len(x)), parallel.num_devices)
+    size = round_up(min(batch_size, examples), parallel.num_devices)
     correct = 0
-    for start in range(0, len(x), size):
-        xb = pad_rows(np.asarray(x[start:start + size], np.float32), size)
-        yb = pad_rows(np.asarray(y[start:start + size], np.int32), size, fill=-1)
+    for x, y in batches:
+        xb = pad_rows(np.asarray(x, np.float32), size)
+        yb = pad_rows(np.asarray(y, np.int32), size, fill=-1)
         correct += int(_correct(graphdef, params, rest, parallel.shard(xb), parallel.shard(yb), probs))
-    return correct / len(x)
+    return correct / examples
 
 
 def train(model: nnx.Module, data: Dataset, cfg: TrainConfig, arch=None,
@@ -163,7 +182,7 @@ def train(model: nnx.Module, data: Dataset, cfg: TrainConfig, arch=None,
     parallel = parallel or data_parallel()
     parallel.check_batch("train.batch_size", cfg.batch_size)
     probs = model.space.encode(arch)
-    batches = Batches(data.x_train, data.y_train, cfg.batch_size, seed=cfg.seed)
+    batches = data.batches(data.train, cfg.batch_size, seed=cfg.seed)
     steps = cfg.epochs * batches.steps_per_epoch
     tx = engine.optimizer(cfg.optimizer, cfg.learning_rate, steps,
                           warmup_steps=int(cfg.warmup_epochs * batches.steps_per_epoch),
@@ -198,17 +217,18 @@ def train(model: nnx.Module, data: Dataset, cfg: TrainConfig, arch=None,
             if stop is not None:
                 stop()
             x, y = next(batches)
-            params, rest, opt_state, loss = step(params, rest, opt_state, parallel.shard(x),
-                                                 parallel.shard(y))
+            params, rest, opt_state, loss = step(params, rest, opt_state, parallel.shard_rows(x),
+                                                 parallel.shard_rows(y))
             losses.append(loss)
         nnx.update(model, params, rest)
         record = {"epoch": epoch + 1, "loss": check_finite(float(jnp.mean(jnp.stack(losses))),
                                                            f"training, epoch {epoch + 1}", cfg.learning_rate)}
-        if len(data.x_val) and (epoch + 1 == cfg.epochs or (epoch + 1) % max(cfg.epochs // 10, 1) == 0):
-            record["val_accuracy"] = accuracy(model, data.x_val, data.y_val, arch, parallel=parallel)
+        if len(data.val) and (epoch + 1 == cfg.epochs or (epoch + 1) % max(cfg.epochs // 10, 1) == 0):
+            record["val_accuracy"] = split_accuracy(model, data, data.val, arch, parallel=parallel)
         history.append(record)
         bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
-    val_acc = accuracy(model, data.x_val, data.y_val, arch, parallel=parallel)
-    test_acc = accuracy(model, data.x_test, data.y_test, arch, parallel=parallel)
+    batches.close()
+    val_acc = split_accuracy(model, data, data.val, arch, parallel=parallel)
+    test_acc = split_accuracy(model, data, data.test, arch, parallel=parallel)
     masks = {n: np.asarray(m) for n, m in opt_state.masks.items()} if sparse is not None else None
     return TrainResult(model, history, val_acc, test_acc, time.perf_counter() - started, masks)

@@ -93,6 +93,15 @@ class DataParallel:
         local = global_batch[self.process_index * own:(self.process_index + 1) * own]
         return jax.make_array_from_process_local_data(self.batch, local, global_batch.shape)
 
+    def shard_rows(self, local_rows: np.ndarray) -> jax.Array | np.ndarray:
+        """The global array whose rows are every process's `local_rows` in process order (a
+        stream's batch: each process reads only its own rows), split over the devices."""
+        if self.num_processes == 1:
+            return self.shard(local_rows)
+        shape = (len(local_rows) * self.num_processes, *local_rows.shape[1:])
+        self.check_batch("batch rows", shape[0])
+        return jax.make_array_from_process_local_data(self.batch, local_rows, shape)
+
 
 def data_parallel(num_devices: int | None = None) -> DataParallel:
     """Data parallelism over `num_devices` devices (default: all of them, every process's).

@@ -43,8 +43,8 @@ def run(parallel) -> dict:
     weights = jax.tree.leaves(nnx.state(result.model, nnx.Param))
     supernet = nas.supernet(space, seed=1)
     graphdef, params, rest = engine.split(supernet)
-    evaluator = PopulationEvaluator(graphdef, params, rest, space, data.x_val, data.y_val,
-                                    calib_x=data.x_train[:BATCH], chunk=3, parallel=parallel)
+    evaluator = PopulationEvaluator(graphdef, params, rest, space, *data.val.arrays(),
+                                    calib_x=data.train.read(np.arange(BATCH))[0], chunk=3, parallel=parallel)
     return {"losses": [record["loss"] for record in result.history],
             "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
             "checksum": float(sum(np.abs(np.asarray(w, np.float64)).sum() for w in weights)),

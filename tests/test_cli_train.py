@@ -119,7 +119,7 @@ def test_train_exports_like_a_search_and_honours_an_exports_space(capsys, tmp_pa
     space, arch, model = load_export(first)
     assert arch == spaces.get("cnn1d").sample(seed=2) and space.config["norm"] == "batch"
     data = datasets.load("synthetic", seed=0, val_fraction=0.1)
-    assert accuracy(model, data.x_test, data.y_test) == info["metrics"]["test_accuracy"]
+    assert accuracy(model, *data.test.arrays()) == info["metrics"]["test_accuracy"]
 
     # The export's space options (BatchNorm) come along with its arch.
     code, out, _ = run(capsys, "train", "--arch", str(first / "arch.json"), "--data", "synthetic",
@@ -171,6 +171,6 @@ def test_training_a_batchnorm_supernet_at_an_arch_matches_its_extract():
     arch = space.sample(seed=0)
     result = train(model, data, TrainConfig(epochs=4, batch_size=64), arch=arch, progress=False)
     assert result.test_accuracy > 0.5
-    assert accuracy(model, data.x_test, data.y_test, arch) == result.test_accuracy
+    assert accuracy(model, *data.test.arrays(), arch) == result.test_accuracy
     sub = nas.extract(model, arch)
-    assert accuracy(sub, data.x_test, data.y_test) == pytest.approx(result.test_accuracy, abs=0.003)
+    assert accuracy(sub, *data.test.arrays()) == pytest.approx(result.test_accuracy, abs=0.003)

@@ -57,7 +57,8 @@ def test_a_module_choice_between_an_mlp_and_an_attention_block_trains_and_extrac
     for arch in ({"block": "mlp"}, {"block": "attention"}):
         compact = nas.extract(model, arch)
         assert [k for k in compact.block.branches] == [arch["block"]]
-        np.testing.assert_allclose(np.asarray(compact(data.x_test)), np.asarray(model(data.x_test, arch)),
+        x_test = data.test.arrays()[0]
+        np.testing.assert_allclose(np.asarray(compact(x_test)), np.asarray(model(x_test, arch)),
                                    rtol=1e-5, atol=1e-5)
     trained = train(model, data, TrainConfig(epochs=3, batch_size=32), arch={"block": "attention"},
                     progress=False)
@@ -166,7 +167,7 @@ def test_arrays_registers_a_copy_and_never_replaces_another_data_set():
     y = np.arange(20) % 2
     jn.arrays("copied", x, y, x[:4], y[:4])
     x[:] = 7  # the caller's later edits do not reach the data set
-    assert datasets.load("copied", val_fraction=0.0).x_train.max() == 0
+    assert datasets.load("copied", val_fraction=0.0).train.arrays()[0].max() == 0
     jn.arrays("copied", x, y, x[:4], y[:4])  # a notebook cell run again
     with pytest.raises(ValueError, match="'digits' is already registered"):
         jn.arrays("digits", x, y, x[:4], y[:4])

@@ -86,10 +86,10 @@ def test_zero_training_search_retrains_the_best_scored_archs(tmp_path, capsys):
     # The told scores are GradSign at init on the configured examples, recomputed here.
     cfg = configs.load(run / "config.yaml")
     data = configs.dataset(cfg)
-    order = np.random.default_rng(0).permutation(len(data.x_train))[:16]
+    x, y = data.train.sample(16, 0)
     space = spaces.get("cnn1d", norm="batch").bind(data.input_shape, data.num_classes)
     archs = [a for a, _ in history[:3]]
-    expected = proxies.score_population("gradsign", space, archs, data.x_train[order], data.y_train[order])
+    expected = proxies.score_population("gradsign", space, archs, x, y)
     np.testing.assert_allclose([s[0] for _, s in history[:3]], expected, rtol=1e-6)
     # The retrained candidates are the two best-scored networks.
     ranked = sorted(history, key=lambda item: -item[1][0])

@@ -50,7 +50,7 @@ def test_search_writes_a_complete_run_dir_and_a_reloadable_export(tmp_path, caps
     space, arch, model = load_export(run / "best")
     assert arch == info["choices"]
     data = datasets.load("mnist1d", seed=0, val_fraction=0.2)
-    assert accuracy(model, data.x_test, data.y_test) == pytest.approx(
+    assert accuracy(model, *data.test.arrays()) == pytest.approx(
         info["metrics"]["test_accuracy"], abs=1e-9)
 
     # Same config again: the finished run is restored, nothing is repeated, the report is shown.

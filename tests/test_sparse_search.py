@@ -92,7 +92,7 @@ def test_sparse_supernet_step_keeps_zeros_and_exact_counts():
     changed = 0
     for t in range(12):
         before = {n: np.asarray(opt.masks[n]) for n in names}
-        params, rest, opt, loss = step(params, rest, opt, data.x_train[:32], data.y_train[:32],
+        params, rest, opt, loss = step(params, rest, opt, *data.train.read(np.arange(32)),
                                        jax.random.PRNGKey(t))
         assert np.isfinite(float(loss))
         leaves = masklib.named_leaves(params)
@@ -114,13 +114,14 @@ def test_population_with_levels_equals_arch_by_arch():
     levels = Levels(tuple((n, "sparsity") for n in names), (0.5, 0.9))
     data = datasets.load("synthetic", input_shape=(40,), n_train=64, n_test=64)
     archs = [searched.sample(s) for s in range(6)]
-    evaluator = PopulationEvaluator(graphdef, params, rest, searched, data.x_test, data.y_test,
+    evaluator = PopulationEvaluator(graphdef, params, rest, searched, *data.test.arrays(),
                                     chunk=4, levels=levels)
     got = evaluator.evaluate(archs)
     for arch, acc in zip(archs, got):
         at = levels.apply(params, searched.one_hot(arch), levels.ranks(params))
-        logits, _ = engine.apply(graphdef, at, rest, jnp.asarray(data.x_test), searched.one_hot(arch), False)
-        assert acc == pytest.approx(float(np.mean(np.argmax(logits, -1) == data.y_test)))
+        x_test, y_test = data.test.arrays()
+        logits, _ = engine.apply(graphdef, at, rest, jnp.asarray(x_test), searched.one_hot(arch), False)
+        assert acc == pytest.approx(float(np.mean(np.argmax(logits, -1) == y_test)))
 
 
 def test_train_sparse_keeps_given_masks_and_prune_meets_the_budget():
@@ -142,7 +143,7 @@ def test_train_sparse_keeps_given_masks_and_prune_meets_the_budget():
     leaves = masklib.named_leaves(nnx.state(result.model, nnx.Param))
     for n in names:
         assert not np.any(np.asarray(leaves[n])[~result.masks[n]])
-    assert result.test_accuracy == pytest.approx(accuracy(result.model, data.x_test, data.y_test))
+    assert result.test_accuracy == pytest.approx(accuracy(result.model, *data.test.arrays()))
     # fixed masks survive further training exactly (static updater, momentum included)
     fixed = SparseTraining("static", masks=result.masks)
     again = train(result.model, data, cfg, progress=False, sparse=fixed)
@@ -201,7 +202,7 @@ def test_sparse_search_exports_exact_zeros_within_the_budget(tmp_path):
         assert nonzero <= 3000
     data = datasets.load("mnist1d", seed=0, val_fraction=0.2)
     reported = info["metrics"]["test_accuracy"]
-    assert accuracy(model, data.x_test, data.y_test) == pytest.approx(reported, abs=1e-9)
+    assert accuracy(model, *data.test.arrays()) == pytest.approx(reported, abs=1e-9)
     assert "dense_test_accuracy" in info["search"]["candidates"][0]
     # compressed storage holds the same weights; the compact export has the same outputs
     stored = sparse.storage.load(run / "best" / "sparse_weights.npz")
@@ -209,7 +210,7 @@ def test_sparse_search_exports_exact_zeros_within_the_budget(tmp_path):
         np.testing.assert_array_equal(stored[name], np.asarray(value))
     _, _, compact = load_export(run / "best" / "compact")
     assert info["export"]["compact"]["params"] == nas.count_params(compact) <= info["params"]
-    np.testing.assert_allclose(compact(data.x_test[:64]), model(data.x_test[:64]), atol=1e-5)
+    np.testing.assert_allclose(*(f(data.test.read(np.arange(64))[0]) for f in (compact, model)), atol=1e-5)
 
 
 def _evaluated_nonzero(model, setup, space, arch):

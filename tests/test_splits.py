@@ -274,7 +274,7 @@ def test_sub_supernets_equal_their_parent_right_after_the_split(tmp_path, method
     supernet._split_round(ctx, state, trainer, stepper, arrays, step=trainer.steps_per_epoch)
     tree = supernet.tree(state)
     assert tree.size == 2 and len(tree.splits) == 1
-    x = np.asarray(ctx.data.x_val[:32])
+    x = np.asarray(ctx.data.val.read(np.arange(32))[0])
     for i, sub_space in enumerate(supernet.sub_supernets(ctx, state)):
         child = supernet.own(ctx, state, i)
         for leaf, parent_leaf in zip(jax.tree.leaves(child), jax.tree.leaves(parent)):

@@ -111,7 +111,7 @@ def build(space, out: str | Path, data: str = "mnist1d", data_options: dict | No
     space = space.bind(loaded.input_shape, loaded.num_classes)
     info = {"space": space.to_dict(), "data": data_spec, "seeds": list(range(seeds)),
             "recipe": dataclasses.asdict(recipe), "selection": {"archs": archs, "seed": seed},
-            "train_examples": len(loaded.x_train), "test_examples": len(loaded.x_test)}
+            "train_examples": len(loaded.train), "test_examples": len(loaded.test)}
     out = Path(out)
     table = _existing(out, info, space)
     done = table.index()

@@ -24,8 +24,7 @@ def examples_of(table: Table, examples: int = 128, seed: int = 0) -> tuple[np.nd
     from launch import data as datasets
     spec = table.info["data"]
     data = datasets.load(spec["name"], seed=0, val_fraction=0.0, **spec["options"])
-    order = np.random.default_rng(seed).permutation(len(data.x_train))[:examples]
-    return data.x_train[order], data.y_train[order]
+    return data.sample(data.train, examples, seed)
 
 
 def scores(table: Table, names, seeds=(0,), examples: int = 128, progress: bool = True) -> dict:

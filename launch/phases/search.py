@@ -49,9 +49,8 @@ class ProxyEvaluator:
 
     def __init__(self, name: str, ctx):
         cfg, data = ctx.cfg, ctx.data
-        order = np.random.default_rng(cfg.seed).permutation(len(data.x_train))[:cfg.search.proxy_examples]
         self.name, self.space, self.seed = name, ctx.space, cfg.seed
-        self.x, self.y = data.x_train[order], data.y_train[order]
+        self.x, self.y = data.sample(data.train, cfg.search.proxy_examples, cfg.seed)
         self.chunk = devices.population_chunk(cfg.search.generation)
 
     def evaluate(self, archs) -> list[float]:
@@ -92,13 +91,23 @@ def make_evaluator(ctx, state: RunState, sub: int = 0) -> PopulationEvaluator | 
     cfg, data = ctx.cfg, ctx.data
     if configs.uses_proxy(cfg):
         return ProxyEvaluator(cfg.search.evaluator, ctx)
-    calib = data.x_train[np.random.default_rng(cfg.seed).permutation(len(data.x_train))
-                         [:cfg.search.calibration]]
+    calib, _ = data.sample(data.train, cfg.search.calibration, cfg.seed)
+    x_val, y_val = validation_subset(ctx)
     return PopulationEvaluator(ctx.graphdef, supernet.weights(ctx, state, sub),
                                supernet.own(ctx, state, sub)["rest"], ctx.space,
-                               data.x_val, data.y_val, calib_x=calib,
+                               x_val, y_val, calib_x=calib,
                                chunk=devices.population_chunk(cfg.search.generation),
                                levels=ctx.sparse.levels if ctx.sparse else None, parallel=ctx.parallel)
+
+
+def validation_subset(ctx) -> tuple[np.ndarray, np.ndarray]:
+    """What every arch is scored on: the validation split in order, or a seeded
+    `search.score_examples` of it when it is larger (the same for every arch and resume)."""
+    data, count = ctx.data, ctx.cfg.search.score_examples
+    if len(data.val) <= count:
+        x, y = data.val.arrays()
+        return data.scale(x), y
+    return data.sample(data.val, count, ctx.cfg.seed)
 
 
 def score(ctx, state: RunState, archs) -> list[float]:

@@ -38,7 +38,6 @@ import sparse
 from launch import config as configs
 from launch import phases
 from launch.checkpoints import RunState
-from launch.data import Batches
 from launch.train import check_finite
 from search import controllers, engine, gradient, oneshot, samplers, splits
 from search.parallel import local_copy
@@ -176,14 +175,14 @@ def _own(arrays: dict, sub: int | None) -> dict:
     return mine if sub is None else _slice(mine, sub)
 
 
-def _batches(ctx) -> tuple[Batches, Batches | None]:
+def _batches(ctx):
     """(weight batches, α batches or None): gradient methods split the train set in halves."""
     data, sc, seed = ctx.data, ctx.cfg.supernet, ctx.cfg.seed
     if not ctx.gradient:
-        return Batches(data.x_train, data.y_train, sc.batch_size, seed), None
-    half = len(data.x_train) // 2
-    return (Batches(data.x_train[:half], data.y_train[:half], sc.batch_size, seed),
-            Batches(data.x_train[half:], data.y_train[half:], sc.batch_size, seed + 1))
+        return data.batches(data.train, sc.batch_size, seed), None
+    half = len(data.train) // 2
+    return (data.batches(data.train.part(0, half), sc.batch_size, seed),
+            data.batches(data.train.part(half, len(data.train)), sc.batch_size, seed + 1))
 
 
 def _updater(ctx, steps: int) -> sparse.Updater:
@@ -240,6 +239,12 @@ class _Trainer:
         if key not in pools:
             pools[key] = feasible_pool(ctx, space).tolist()
         return np.asarray(pools[key], np.int32)
+
+    def close(self) -> None:
+        """Stop the input streams' prefetching (their state stays in the run state)."""
+        for batches in (self.batches, self.arch_batches):
+            if batches is not None:
+                batches.close()
 
     @functools.cached_property
     def step_fn(self):
@@ -464,10 +469,13 @@ def _scoring_batches(ctx, trainer, meta) -> list:
     """The round's scoring batches (a fixed shuffle of the weight-training split), the same
     for every sub-supernet and decision: their distances are compared on equal data."""
     cfg = ctx.cfg
-    scoring = Batches(trainer.batches.x, trainer.batches.y, cfg.supernet.batch_size,
-                      seed=cfg.seed + 1000 + meta["rounds"])
-    return [(ctx.parallel.shard(bx), ctx.parallel.shard(by)) for bx, by in
-            (next(scoring) for _ in range(cfg.split.batches))]
+    scoring = ctx.data.batches(trainer.batches.split, cfg.supernet.batch_size,
+                               seed=cfg.seed + 1000 + meta["rounds"], train=False)
+    try:
+        return [(ctx.parallel.shard_rows(bx), ctx.parallel.shard_rows(by))
+                for bx, by in scoring.take(cfg.split.batches)]
+    finally:
+        scoring.close()
 
 
 def _candidates(ctx, trainer, meta, own: dict, leaf: int, where, progress: float, batches: list) -> list:
@@ -602,7 +610,7 @@ def run(ctx, state: RunState) -> RunState:
     key = jax.random.wrap_key_data(arrays["key"])
     done = ctx.log.phase(NAME)
     last = done[-1]["loss"] if done else None  # the latest epoch's loss: what "best" ranks by
-    shard = ctx.parallel.shard
+    shard = ctx.parallel.shard_rows
     stepper = _stepper(ctx, trainer, arrays, meta)
     while step < trainer.steps:
         if _split_due(ctx, meta, step, spe):
@@ -635,6 +643,7 @@ def run(ctx, state: RunState) -> RunState:
                                                             key, step, losses, alpha_losses),
                               metrics=None if last is None else {"supernet_loss": last})
     _sync(ctx, state, trainer, stepper, arrays, key, step, losses, alpha_losses)
+    trainer.close()
     bar.close()
     ctx.clock.stop(NAME)
     return phases.finish(ctx, state, NAME, metrics=None if last is None else {"supernet_loss": last})
