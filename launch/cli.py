@@ -16,6 +16,10 @@
                                      copy a run's export (or retrain a front member) into DIR
     nas eval DIR [--data NAME] [--data-path P] [--data-options JSON]
                                      an export's accuracy on the splits it was trained with
+    nas data                         list the data sets
+    nas data convert SRC --out DIR   write a data set (a name, or a path: image folder, Hugging
+                                     Face dataset, parquet, npz) as ArrayRecord shards
+    nas data show DIR [--png P]      the shards' spec and sizes, and a grid of examples
     nas bench build SPACE --out TABLE.csv [--data D] [--archs N | --all] [--seeds S] [--epochs E]
                                      train archs from scratch into a benchmark table (resumable)
     nas bench proxies TABLE          Spearman ρ / Kendall τ of every zero-cost proxy (+ PNG)
@@ -203,6 +207,37 @@ def _build_parser() -> argparse.ArgumentParser:
 def _bench_parser(commands) -> None:
     from launch.bench.build import Recipe
     recipe = Recipe()
+    da = commands.add_parser("data", help="list data sets, convert one to ArrayRecord shards, show one",
+                             description="List the registered data sets; convert any of them "
+                             "(or a path: an image folder, a Hugging Face dataset, parquet, npz) to "
+                             "ArrayRecord shards, the format for sets larger than memory; show "
+                             "shards' spec, sizes and a grid of examples.")
+    da_sub = da.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    cv = da_sub.add_parser("convert", help="write ArrayRecord shards and spec.json from a data set",
+                           description="Write every split of a data set to a new directory of "
+                           "ArrayRecord shards and spec.json (config: data.name array_record, "
+                           "data.path DIR).")
+    cv.add_argument("source", help="a data set name (see `nas data`) or a path (its source detected)")
+    cv.add_argument("--out", type=Path, required=True, help="the new directory")
+    cv.add_argument("--options", type=_mapping, default={}, metavar="JSON",
+                    help='the source\'s options (data.options), e.g. \'{"size": 32}\'')
+    cv.add_argument("--source", dest="source_name", default=None,
+                    help="the source reading the path, when detection is not enough")
+    cv.add_argument("--dtype", choices=("auto", "uint8", "float32"), default="auto",
+                    help="how inputs are stored (auto: 8-bit images as uint8, else float32)")
+    cv.add_argument("--shard-records", type=int, default=None, metavar="N",
+                    help="records per shard (default 100,000)")
+    cv.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
+                    help="import MODULE first (a data source it registers can be named)")
+    cv.add_argument("--quiet", action="store_true", help="no progress bar")
+    sh = da_sub.add_parser("show", help="spec, sizes and a PNG grid of ArrayRecord shards",
+                           description="Print the spec and split sizes of a directory written by "
+                           "`nas data convert`, and draw its first training examples to a PNG.")
+    sh.add_argument("dir", type=Path, help="the shards' directory")
+    sh.add_argument("--png", type=Path, default=None,
+                    help="where the grid goes (default: DIR_NAME-examples.png here)")
+    sh.add_argument("--count", type=int, default=16, help="examples drawn (default 16)")
+
     be = commands.add_parser("bench", help="offline yardsticks: build a table of trained archs, "
                              "judge proxies, controllers and supernets against it",
                              description="Benchmark tables: architectures of a space trained from "
@@ -622,14 +657,51 @@ def cmd_eval(args) -> None:
         print(line)
 
 
+def cmd_data(args) -> None:
+    from launch import data, plugins
+
+    if args.action is None:
+        for name in data.names():
+            doc = (data.loader(name).__doc__ or "").strip().splitlines()
+            print(f"{name:14s} {doc[0] if doc else ''}")
+        return
+    from launch.data import array_record, tools
+    if args.action == "convert":
+        plugins.load(args.plugins, "--plugin")
+        is_name = args.source in data.names() and args.source_name is None
+        source = args.source if is_name else args.source_name
+        path = None if is_name else args.source
+        if args.shard_records is not None and args.shard_records < 1:
+            raise UsageError(f"nas data convert: --shard-records must be ≥ 1, got {args.shard_records}")
+        spec = tools.convert(source, path, args.options, args.out, dtype=args.dtype,
+                             shard_records=args.shard_records or array_record.SHARD_RECORDS,
+                             progress=not args.quiet)
+        sizes = ", ".join(f"{n} {_fmt(s['examples'])}" for n, s in spec["splits"].items())
+        print(f"wrote {args.out}: {sizes} examples of {spec['input_shape']} stored as {spec['dtype']}")
+        print(f"search it with: data: {{name: array_record, path: {args.out}}}")
+        return
+    spec = array_record.read_spec(args.dir)
+    splits = {n: array_record.ArrayRecordSource(args.dir, spec, n) for n in spec["splits"]}
+    print(f"{args.dir}: input {spec['input_shape']} stored as {spec['dtype']} (÷ {spec['divisor']:g}), "
+          f"{spec['num_classes']} classes, kind {spec.get('kind', 'array')}")
+    for name, split in splits.items():
+        print(f"  {name}: {_fmt(len(split))} examples in {len(split.paths)} shard(s)")
+    if args.count < 1:
+        raise UsageError(f"nas data show: --count must be ≥ 1, got {args.count}")
+    from launch import plots
+    png = args.png or Path(f"{args.dir.resolve().name}-examples.png")
+    plots.save(tools.show(args.dir, args.count), png)
+    print(f"wrote {png}")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     commands = {"spaces": cmd_spaces, "config": cmd_config, "train": cmd_train, "search": cmd_search,
                 "tune": cmd_tune, "resume": cmd_resume, "export": cmd_export, "eval": cmd_eval,
-                "bench": cmd_bench}
+                "data": cmd_data, "bench": cmd_bench}
     try:
         args = _build_parser().parse_args(argv)
-        if argv is None and args.command not in ("spaces", "config"):
+        if argv is None and args.command not in ("spaces", "config", "data"):
             xla_cache.enable()  # the `nas` program's commands that compile (not calls from Python)
         commands[args.command](args)
         return 0

@@ -19,7 +19,8 @@ def subplots(rows: int = 1, cols: int = 1, **kw):
     return fig, fig.subplots(rows, cols, **kw)
 
 
-def _save(fig, path: Path) -> None:
+def save(fig, path: Path) -> None:
+    """`fig` as a PNG at `path`, written atomically."""
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     os.replace(tmp, path)
@@ -28,7 +29,7 @@ def _save(fig, path: Path) -> None:
 def trajectory(path: Path, supernet: list[dict], search: list[dict], title: str = "",
                score: str = "val accuracy (inherited weights)") -> None:
     """`trajectory_figure` written to `path`."""
-    _save(trajectory_figure(supernet, search, title, score), path)
+    save(trajectory_figure(supernet, search, title, score), path)
 
 
 def trajectory_figure(supernet: list[dict], search: list[dict], title: str = "",
@@ -68,7 +69,7 @@ def pareto(path: Path, points: list[tuple[float, float]], chosen: tuple[float, f
            budget: float | None = None, xlabel: str = "parameters",
            score: str = "val accuracy (inherited weights)") -> None:
     """`pareto_figure` written to `path`."""
-    _save(pareto_figure(points, chosen, budget, xlabel, score), path)
+    save(pareto_figure(points, chosen, budget, xlabel, score), path)
 
 
 def pareto_figure(points: list[tuple[float, float]], chosen: tuple[float, float] | None = None,
@@ -115,4 +116,4 @@ def split_matrices(path: Path, splits: list[dict]) -> None:
         bottom.invert_yaxis()
         bottom.set_xlabel("cut (gradient distance across groups)", fontsize=8)
         bottom.tick_params(labelsize=7)
-    _save(fig, path)
+    save(fig, path)

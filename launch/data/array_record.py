@@ -1,13 +1,13 @@
 """`array_record`: a directory of ArrayRecord shards and the spec.json that describes them,
 as `nas data convert` writes it — the format for data sets larger than memory.
 
-    DIR/spec.json                    {"input_shape", "dtype", "scale", "num_classes", "kind",
+    DIR/spec.json                    {"input_shape", "dtype", "divisor", "num_classes", "kind",
                                       "splits": {"train": {"examples", "shards"}, …}}
     DIR/train-00000-of-00004.array_record …
 
 A record is the label (int32, little-endian) followed by the input's bytes (`dtype`,
-C order); an input reads as float32 `value × scale` (images are stored as uint8 with
-scale 1/255). Records are read by index (a global shuffle needs random access).
+C order); an input reads as float32 `value / divisor` (images are stored as uint8 with
+divisor 255, as an image folder reads them: pixel / 255). Records are read by index (a global shuffle needs random access).
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def read_spec(directory: Path) -> dict:
         raise _bad(path, f"not readable JSON ({err})") from None
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         raise _bad(path, f"not a spec of format {FORMAT!r}")
-    for key, kind in (("input_shape", list), ("dtype", str), ("scale", (int, float)),
+    for key, kind in (("input_shape", list), ("dtype", str), ("divisor", (int, float)),
                       ("num_classes", int), ("splits", dict)):
         if not isinstance(spec.get(key), kind):
             raise _bad(path, f"field {key!r} is missing or not a {getattr(kind, '__name__', 'number')}")
@@ -64,7 +64,7 @@ class ArrayRecordSource:
                 raise _bad(path, f"shard of split {split!r} listed in {SPEC} is missing")
         self.shape = tuple(spec["input_shape"])
         self.dtype = np.dtype(spec["dtype"])
-        self.scale = np.float32(spec["scale"])
+        self.divisor = np.float32(spec["divisor"])
         self.split, self.directory = split, directory
         self._records = None
         if len(self) != info["examples"]:
@@ -96,7 +96,7 @@ class ArrayRecordSource:
         data = np.frombuffer(b"".join(raw), np.uint8).reshape(len(raw), size)
         y = data[:, :LABEL.itemsize].copy().view(LABEL)[:, 0].astype(np.int32)
         x = data[:, LABEL.itemsize:].copy().view(self.dtype).reshape((len(raw), *self.shape))
-        return x.astype(np.float32) * self.scale, y
+        return x.astype(np.float32) / self.divisor, y
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         x, y = self.read(np.asarray([index]))
@@ -120,10 +120,10 @@ def _array_record(path: str | None = None) -> Sources:
                    tuple(spec["input_shape"]), spec.get("kind", "array"), splits)
 
 
-def write(sources: Sources, out: Path, *, dtype: str = "float32", scale: float = 1.0,
+def write(sources: Sources, out: Path, *, dtype: str = "float32", divisor: float = 1.0,
           shard_records: int = SHARD_RECORDS, progress: bool = True) -> dict:
     """Write every split of `sources` to `out` (a new directory) as ArrayRecord shards and a
-    spec; inputs are stored as `dtype` after dividing by `scale` (uint8 images: 1/255).
+    spec; inputs are stored as `dtype` times `divisor` (uint8 images: 255).
     Written to a temporary sibling and renamed: a failed conversion leaves nothing."""
     from array_record.python.array_record_module import ArrayRecordWriter
     from tqdm.auto import tqdm
@@ -135,7 +135,7 @@ def write(sources: Sources, out: Path, *, dtype: str = "float32", scale: float =
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     splits = {"train": sources.train, "test": sources.test, **sources.others}
     spec = {"format": FORMAT, "input_shape": list(sources.input_shape), "dtype": storage.name,
-            "scale": scale, "num_classes": sources.num_classes, "kind": sources.kind, "splits": {}}
+            "divisor": divisor, "num_classes": sources.num_classes, "kind": sources.kind, "splits": {}}
     try:
         for name, source in splits.items():
             shards = max(1, -(-len(source) // shard_records))
@@ -146,7 +146,7 @@ def write(sources: Sources, out: Path, *, dtype: str = "float32", scale: float =
                 begin, end = shard * shard_records, min((shard + 1) * shard_records, len(source))
                 for start in range(begin, end, 1024):
                     x, y = read(source, np.arange(start, min(start + 1024, end)))
-                    stored = _stored(x / scale, storage)
+                    stored = _stored(x * divisor, storage)
                     for label, row in zip(y, stored):
                         writer.write(np.asarray([label], LABEL).tobytes() + row.tobytes())
                     bar.update(len(y))

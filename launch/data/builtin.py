@@ -38,8 +38,10 @@ def _mnist1d():
 
 @register("npz")
 def _npz(path: str | None = None):
-    """A user file holding arrays x_train, y_train, x_test, y_test. Labels may be any
-    integer type; inputs keep the user's row shape (a table's rows are [features])."""
+    """A user .npz file of arrays x_train, y_train, x_test, y_test (path: the file).
+
+    Labels may be any integer type; inputs keep the user's row shape (a table's rows are
+    [features])."""
     if path is None:
         raise ValueError("data 'npz' needs path=FILE.npz holding x_train, y_train, x_test, y_test")
     if not Path(path).is_file():

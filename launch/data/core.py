@@ -14,7 +14,6 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from spaces.core import closest
 
 
 class Source(Protocol):
@@ -196,6 +195,7 @@ def names() -> list[str]:
 
 def loader(name: str) -> LoaderFn:
     if name not in _LOADERS:
+        from spaces.core import closest  # imported when needed: input workers import this module
         raise ValueError(f"unknown data {name!r}{closest(name, _LOADERS)}; datasets are {names()}")
     return _LOADERS[name]
 
