@@ -55,7 +55,8 @@ def folder(tmp_path_factory) -> Path:
 def shards(folder, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ar") / "digits"
     spec = tools.convert(None, str(folder), {}, out, shard_records=500, progress=False)
-    assert spec["dtype"] == "uint8" and spec["splits"]["train"]["shards"][-1].endswith("-of-00003.array_record")
+    assert spec["dtype"] == "uint8"
+    assert spec["splits"]["train"]["shards"][-1].endswith("-of-00003.array_record")
     return out
 
 
@@ -128,7 +129,8 @@ def _stream(split, workers=0, process=(0, 1), batch=32):
 def test_streams_agree_across_sources_workers_and_processes(folder, shards, digits):
     memory = Split(ArraySource(*digits["train"]))
     reference = _stream(memory).take(45)  # past the first epoch (37 batches)
-    for split in (Split(_sources("image_folder", folder).train), Split(_sources("array_record", shards).train)):
+    for name, path in (("image_folder", folder), ("array_record", shards)):
+        split = Split(_sources(name, path).train)
         for workers in (0, 2):
             stream = _stream(split, workers)
             try:

@@ -7,7 +7,8 @@ as `nas data convert` writes it — the format for data sets larger than memory.
 
 A record is the label (int32, little-endian) followed by the input's bytes (`dtype`,
 C order); an input reads as float32 `value / divisor` (images are stored as uint8 with
-divisor 255, as an image folder reads them: pixel / 255). Records are read by index (a global shuffle needs random access).
+divisor 255, as an image folder reads them: pixel / 255). Records are read by index (a
+global shuffle needs random access).
 """
 from __future__ import annotations
 

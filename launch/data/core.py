@@ -15,7 +15,6 @@ from typing import Callable, Protocol
 import numpy as np
 
 
-
 class Source(Protocol):
     """Random access to one file split's examples: x float32 [*input_shape], y an int."""
 
