@@ -18,3 +18,27 @@ def compile_counter():
     jax.monitoring.register_event_duration_secs_listener(listener)
     yield events
     jax.monitoring.unregister_event_duration_listener(listener)
+
+
+DIGITS_TRAIN = 1200  # scikit-learn's digits 0 … 1199 are the folder's train split, the rest test
+
+
+def digits_uint8():
+    """scikit-learn's digits as 8-bit images [1797, 8, 8] and their labels."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+    bunch = load_digits()
+    return np.rint(bunch.images * 255 / 16).astype(np.uint8), bunch.target.astype(np.int32)
+
+
+@pytest.fixture(scope="session")
+def digit_folder(tmp_path_factory):
+    """scikit-learn's digits written as an image folder: ROOT/{train,test}/digit<c>/<index>.png."""
+    from PIL import Image
+    root = tmp_path_factory.mktemp("digits-folder")
+    pixels, labels = digits_uint8()
+    for i, (image, label) in enumerate(zip(pixels, labels)):
+        target = root / ("train" if i < DIGITS_TRAIN else "test") / f"digit{label}"
+        target.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image, mode="L").save(target / f"{i:05d}.png")
+    return root

@@ -14,47 +14,24 @@ import pytest
 from launch import data as datasets
 from launch.data import ArraySource, Augment, Batches, Split, record_keys, tools
 
-TRAIN = 1200  # digits 0 … 1199 train, the rest test
-
-
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-    bunch = load_digits()
-    return np.rint(bunch.images * 255 / 16).astype(np.uint8), bunch.target.astype(np.int32)
-
-
-def _file_order(y: np.ndarray) -> np.ndarray:
-    """The order an image folder lists examples in: by class, then by file name (index)."""
-    return np.lexsort((np.arange(len(y)), y))
+from conftest import DIGITS_TRAIN, digits_uint8
 
 
 @pytest.fixture(scope="module")
 def digits():
     """{"train"/"test": (x float32 [n, 8, 8, 1] in [0, 1], y)} in an image folder's order."""
-    pixels, labels = _digits()
+    pixels, labels = digits_uint8()
     out = {}
-    for split, rows in (("train", np.arange(TRAIN)), ("test", np.arange(TRAIN, len(labels)))):
+    for split, rows in (("train", np.arange(DIGITS_TRAIN)), ("test", np.arange(DIGITS_TRAIN, len(labels)))):
         order = rows[_file_order(labels[rows])]
         out[split] = (pixels[order][..., None].astype(np.float32) / 255, labels[order])
     return out
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    from PIL import Image
-    root = tmp_path_factory.mktemp("digits-folder")
-    pixels, labels = _digits()
-    for i, (image, label) in enumerate(zip(pixels, labels)):
-        target = root / ("train" if i < TRAIN else "test") / f"digit{label}"
-        target.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image, mode="L").save(target / f"{i:05d}.png")
-    return root
-
-
-@pytest.fixture(scope="module")
-def shards(folder, tmp_path_factory) -> Path:
+def shards(digit_folder, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ar") / "digits"
-    spec = tools.convert(None, str(folder), {}, out, shard_records=500, progress=False)
+    spec = tools.convert(None, str(digit_folder), {}, out, shard_records=500, progress=False)
     assert spec["dtype"] == "uint8"
     assert spec["splits"]["train"]["shards"][-1].endswith("-of-00003.array_record")
     return out
@@ -72,9 +49,9 @@ def _assert_same_examples(found: datasets.Sources, digits) -> None:
         np.testing.assert_array_equal(x, digits[split][0])
 
 
-def test_image_folder_reads_the_pngs_as_written(folder, digits):
-    _assert_same_examples(_sources("image_folder", folder), digits)
-    assert tools.detect(folder) == "image_folder"
+def test_image_folder_reads_the_pngs_as_written(digit_folder, digits):
+    _assert_same_examples(_sources("image_folder", digit_folder), digits)
+    assert tools.detect(digit_folder) == "image_folder"
 
 
 def test_array_record_shards_hold_the_same_examples(shards, digits):
@@ -126,10 +103,10 @@ def _stream(split, workers=0, process=(0, 1), batch=32):
                    process_index=process[0], process_count=process[1])
 
 
-def test_streams_agree_across_sources_workers_and_processes(folder, shards, digits):
+def test_streams_agree_across_sources_workers_and_processes(digit_folder, shards, digits):
     memory = Split(ArraySource(*digits["train"]))
     reference = _stream(memory).take(45)  # past the first epoch (37 batches)
-    for name, path in (("image_folder", folder), ("array_record", shards)):
+    for name, path in (("image_folder", digit_folder), ("array_record", shards)):
         split = Split(_sources(name, path).train)
         for workers in (0, 2):
             stream = _stream(split, workers)
@@ -161,8 +138,8 @@ def test_a_stream_resumes_at_the_next_batch_with_workers(shards):
     again.close()
 
 
-def test_normalize_is_per_channel_statistics_of_train_and_rejects_tables(folder, digits):
-    data = datasets.load("image_folder", path=str(folder), normalize=True, val_fraction=0.25)
+def test_normalize_is_per_channel_statistics_of_train_and_rejects_tables(digit_folder, digits):
+    data = datasets.load("image_folder", path=str(digit_folder), normalize=True, val_fraction=0.25)
     x = np.concatenate([data.train.arrays()[0]])
     assert data.scaling.mean.shape == (1,)
     np.testing.assert_allclose(data.scaling.mean, x.mean(), rtol=1e-5)
@@ -185,7 +162,7 @@ def _broken_copy(src: Path, dst: Path) -> Path:
 
 
 @pytest.mark.parametrize("damage", ["missing shard", "spec disagrees", "corrupt image", "empty class"])
-def test_broken_data_is_named_in_one_line_and_nothing_is_written(folder, shards, tmp_path, damage):
+def test_broken_data_is_named_in_one_line_and_nothing_is_written(digit_folder, shards, tmp_path, damage):
     if damage in ("missing shard", "spec disagrees"):
         path = _broken_copy(shards, tmp_path / "shards")
         name = "array_record"
@@ -198,7 +175,7 @@ def test_broken_data_is_named_in_one_line_and_nothing_is_written(folder, shards,
             (path / "spec.json").write_text(json.dumps(spec))
             victim = path
     else:
-        path = _broken_copy(folder, tmp_path / "folder")
+        path = _broken_copy(digit_folder, tmp_path / "folder")
         name = "image_folder"
         if damage == "corrupt image":
             victim = path / "train" / "digit3" / "00003.png"

@@ -2,7 +2,8 @@
 its checkpoint) and later killed by SIGKILL at a random checkpoint, each time continued
 with `nas resume`, ends with the same best/arch.json, the same metrics rows and
 bit-identical final parameters as the same search uninterrupted (also a search that
-splits its supernet, stopped after the split). A truncated checkpoint
+splits its supernet, stopped after the split, and one streaming augmented PNGs through
+worker processes). A truncated checkpoint
 file is named and the step before it is used."""
 import json
 import os
@@ -40,6 +41,11 @@ CONFIGS = {
     # searches): the first stop falls right after the split, so the run resumes into its tree.
     "split": {**BASE, "split": {"epochs": [1], "batches": 2},
               "checkpoint": {"every_steps": 1000, "every_seconds": None}},
+    # Streamed from PNG files by two worker processes, augmented and normalised per channel.
+    "streamed": {**BASE, "data": {"name": "image_folder", "path": "DIGIT_FOLDER", "val_fraction": 0.2,
+                                  "normalize": True, "workers": 2,
+                                  "augment": {"crop_padding": 1, "flip": True}},
+                 "search": {**BASE["search"], "candidates": 1}},
 }
 
 
@@ -92,7 +98,7 @@ def _final_state(run: Path):
 
 
 @pytest.fixture(scope="module")
-def references(tmp_path_factory, env):
+def references(tmp_path_factory, env, digit_folder):
     """name → (config, run): the config run once uninterrupted (its checkpoint count tells
     where to stop the others), on first use, so a test worker runs only the references of
     the tests it was given."""
@@ -102,7 +108,7 @@ def references(tmp_path_factory, env):
         if name not in done:
             directory = tmp_path_factory.mktemp(f"ref-{name}")
             config = directory / f"{name}.yaml"
-            config.write_text(yaml.safe_dump(CONFIGS[name]))
+            config.write_text(yaml.safe_dump(CONFIGS[name]).replace("DIGIT_FOLDER", str(digit_folder)))
             run = directory / "run"
             finished = subprocess.run(_nas("search", str(config), "--out", str(run), "--quiet"), env=env,
                                       capture_output=True, text=True)
@@ -120,11 +126,13 @@ def test_sigterm_then_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run
     rng = np.random.default_rng(sum(map(ord, name)))
     run = tmp_path / "run"
     stopped = _run_until(_nas("search", str(config), "--out", str(run), "--quiet"), env, run,
-                         rng.integers(1, saves // 2), signal.SIGTERM)
+                         rng.integers(1, 5 if name == "streamed" else saves // 2), signal.SIGTERM)
     assert stopped.returncode == 0, stopped.stderr
     assert f"nas resume {run}" in stopped.stdout
-    # Killed once it has saved at least one checkpoint of its own, before the run's end.
-    second = rng.integers(_committed_steps(run)[-1] + 1, saves - 1)
+    # Killed once it has saved at least one checkpoint of its own, before the run's end (the
+    # streamed run inside its supernet phase: 30 steps, a save every 3).
+    last = 9 if name == "streamed" else saves - 1
+    second = rng.integers(_committed_steps(run)[-1] + 1, last)
     killed = _run_until(_nas("resume", str(run), "--quiet"), env, run, second, signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
     finished = subprocess.run(_nas("resume", str(run), "--quiet"), env=env, capture_output=True, text=True)

@@ -16,7 +16,12 @@ dropped: every batch has one shape (one compilation).
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import functools
+import os
+import signal
+import sys
 
 import numpy as np
 
@@ -121,6 +126,17 @@ def _parse_absl_flags() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
+def _die_with(parent: int, worker_index: int, worker_count: int) -> None:
+    """Run in each input worker: end it when the training process ends, however it ends.
+    A SIGKILLed trainer would otherwise leave its workers running, holding memory and the
+    pipes of whoever waits for its output."""
+    if sys.platform.startswith("linux"):
+        set_parent_death_signal = 1  # prctl's PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(set_parent_death_signal, signal.SIGKILL)
+    if os.getppid() != parent:  # the trainer died before the line above took effect
+        os._exit(1)
+
+
 class Batches:
     """Endless batches of `split` (see the module doc), resumable from `state_dict()`."""
 
@@ -167,7 +183,8 @@ class Batches:
         _parse_absl_flags()
         return iter(steps.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
                     .mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers,
-                                                              per_worker_buffer_size=PREFETCH)))
+                                                              per_worker_buffer_size=PREFETCH),
+                                 worker_init_fn=functools.partial(_die_with, os.getpid())))
 
     def __iter__(self):
         return self
