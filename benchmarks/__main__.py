@@ -3,6 +3,7 @@ import argparse
 
 from benchmarks import (
     checkpoints,
+    data,
     mask_tax,
     peer,
     proxies,
@@ -15,7 +16,7 @@ from benchmarks import (
 )
 
 BENCHMARKS = ("supernet_overhead", "search_steps", "mask_tax", "peer", "scale", "checkpoints", "sparse_costs",
-              "sparse_accuracy", "proxies", "splits")
+              "sparse_accuracy", "proxies", "splits", "data")
 
 
 def main():
@@ -54,6 +55,8 @@ def main():
             proxies.run(repeats=3)
     if "splits" in args.only:
         splits.run(quick=args.quick)
+    if "data" in args.only:
+        data.run(quick=args.quick)
 
 
 if __name__ == "__main__":
