@@ -139,16 +139,17 @@ def run(quick: bool = False) -> dict:
     out["rss"] = [peak_rss(path, steps, workers) for workers in (0, 2)]
     out["stall"], out["rate"] = [], {}
     for row in out["rss"]:
-        print(f"(a) mlp supernet, {steps} steps, {row['workers']} workers: peak RSS {row['peak_rss_mb']:,.0f} MB "
-              f"(workers {row['peak_worker_rss_mb']:,.0f} MB each at most; target < 1,500 MB)")
+        print(f"(a) mlp supernet, {steps} steps, {row['workers']} workers: "
+              f"peak RSS {row['peak_rss_mb']:,.0f} MB (workers {row['peak_worker_rss_mb']:,.0f} MB each "
+              "at most; target < 1,500 MB)")
     # convnet's sandwich step at batch 128 needs ~60 GB on CPU (four passes through 32×32
     # MBConv blocks of up to 192 channels); 32 rows keep it within a small machine.
     for space_name, batch, count in (("convnet", 32, 3 if quick else 5), ("mlp", 128, 20 if quick else 200)):
         for workers in (0, 2):
             row = supernet_steps(space_name, path, count, batch, workers)
             out["stall"].append(row)
-            print(f"(b) {space_name:8s} batch {batch:3d}, {workers} workers: step {row['step_s'] * 1e3:8.1f} ms, "
-                  f"waiting for data {row['wait_share']:6.1%}")
+            print(f"(b) {space_name:8s} batch {batch:3d}, {workers} workers: "
+                  f"step {row['step_s'] * 1e3:8.1f} ms, waiting for data {row['wait_share']:6.1%}")
     for workers in (0, 1, 2, 4):
         out["rate"][workers] = pipeline_rate(path, workers, 20 if quick else 200)
         print(f"(c) pipeline alone, {workers} workers: {out['rate'][workers]:9,.0f} examples/s")
