@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 NAS := $(VENV)/bin/nas
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-device clean
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ lint: install
 
 bench: install
 	$(PY) -m benchmarks
+
+# The accelerator check (≤ 8 min on one H100): supernet step time and MFU in float32 and bfloat16,
+# population chunks, joint vs sequential splits, device scaling; JSON in device_bench.json.
+bench-device: install
+	$(PY) -m benchmarks.device --out device_bench.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

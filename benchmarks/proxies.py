@@ -42,7 +42,7 @@ def _example_gradient(graphdef, kernels, params, rest, x, y, probs):
 def loop_scores(space, archs, examples, seed: int = 0) -> np.ndarray:
     """GradSign of each arch the reference way: a Python loop over `examples`, a list of
     (x, y) pairs already on the device."""
-    model = _supernet(space, seed)
+    model = _supernet(space, seed, "float32")
     graphdef, params, rest = engine.split(model)
     kernels = tuple(kernel_names(params))
     shapes = {name: leaf.shape for name, leaf in named_leaves(params).items()}

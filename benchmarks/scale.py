@@ -22,9 +22,10 @@ DEVICE_COUNTS = (1, 2, 4, 8)
 SPACE, SHAPE, BATCH = "cnn1d", (40, 1), 256
 
 
-def steps_per_second(repeats: int) -> float:
-    """Sandwich steps (max + min + 2 random archs) per second on every device of this
-    process, best of three blocks of `repeats` steps, each step's batch sharded anew."""
+def steps_per_second(repeats: int, num_devices: int | None = None, batch: int = BATCH) -> float:
+    """Sandwich steps (max + min + 2 random archs) per second on `num_devices` devices of
+    this process (default: all), best of three blocks of `repeats` steps, each step's batch
+    of `batch` rows sharded anew."""
     import numpy as np
     import optax
 
@@ -33,15 +34,15 @@ def steps_per_second(repeats: int) -> float:
     from search import engine, oneshot
     from search.parallel import data_parallel
 
-    parallel = data_parallel()
+    parallel = data_parallel(num_devices)
     space = spaces.get(SPACE, norm="batch").bind(SHAPE, 10)
     graphdef, params, rest = engine.split(nas.supernet(space, seed=0))
     tx = optax.adamw(1e-3)
     step = oneshot.make_step(graphdef, space, tx, "sandwich", num_random=2)
     params, rest, opt_state = parallel.replicate((params, rest, tx.init(params)))
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(BATCH,) + SHAPE).astype(np.float32)
-    y = rng.integers(0, 10, BATCH).astype(np.int32)
+    x = rng.normal(size=(batch,) + SHAPE).astype(np.float32)
+    y = rng.integers(0, 10, batch).astype(np.int32)
     key = parallel.replicate(jax.random.key(0))
 
     def block(n, params, rest, opt_state):

@@ -94,45 +94,54 @@ def ranking(seeds: int = 2, evaluations: int = 300, retrain_epochs: int = 50, ca
               f"{cell('test'):>14} {np.mean([r['seconds'] for r in results]):>8.0f}")
 
 
-def _split_context(tmp: Path, method: str, training: str, splits: int):
+def _split_context(tmp: Path, method: str, training: str, splits: int, decisions=()):
     from launch import config as configs
     from launch.context import setup
     cfg = configs.from_dict({
         **{k: v for k, v in BASE.items() if k in ("space", "data")}, "seed": 0,
         "supernet": {"method": method, "epochs": 12},
         "search": {"controller": "aging" if method == "sandwich" else "argmax"},
-        "split": {"epochs": [8, 10][:splits], "batches": 1, "training": training}})
+        "split": {"epochs": [8, 10][:splits], "batches": 1, "training": training,
+                  "decisions": list(decisions)}})
     return setup(cfg, tmp / f"{method}-{training}-{splits}", progress=False, echo=lambda text: None)
 
 
-def speed(repeats: int = 20) -> None:
+def split_rates(tmp: Path, method: str, splits: int, repeats: int, decisions=()) -> dict[str, float]:
+    """{"joint": …, "sequential": …}: steps per second of the 2^`splits` sub-supernets' training
+    after the splits (median of `repeats` steps after two warm-up steps), both measured here.
+    `decisions`: the choices a split may cut (default: every one; fewer compile less)."""
     from launch.checkpoints import RunState
     from launch.phases import supernet
+    rates = {}
+    for training in ("joint", "sequential"):
+        ctx = _split_context(tmp, method, training, splits, decisions)
+        arrays, meta = supernet.init(ctx)
+        state = RunState({supernet.NAME: arrays}, {supernet.NAME: meta, "phases_done": []})
+        trainer = supernet._Trainer(ctx, meta)
+        stepper = supernet._stepper(ctx, trainer, arrays, meta)
+        for _ in range(splits):
+            stepper = supernet._split_round(ctx, state, trainer, stepper, arrays,
+                                            step=trainer.steps_per_epoch)
+        x, y = next(trainer.batches)
+        xv, yv = next(trainer.arch_batches) if ctx.gradient else (None, None)
+        times = []
+        for i in range(repeats + 2):  # two warm-up steps (compilation)
+            started = time.perf_counter()
+            loss, _ = stepper.step(x, y, xv, yv, jax.random.key(i), jnp.float32(0.5))
+            jax.block_until_ready((loss, stepper.state))
+            times.append(time.perf_counter() - started)
+        rates[training] = 1 / np.median(times[2:])
+    return rates
+
+
+def speed(repeats: int = 20) -> None:
     print("\nsub-supernet training after the split (cnn1d, batch 128): steps per second "
           f"(median of {repeats})")
     print(f"{'method':<10} {'sub-supernets':>13} {'joint':>8} {'sequential':>11} {'joint / sequential':>19}")
     with tempfile.TemporaryDirectory() as tmp:
         for method in ("sandwich", "drnas"):
             for splits in (1, 2):
-                rates = {}
-                for training in ("joint", "sequential"):
-                    ctx = _split_context(Path(tmp), method, training, splits)
-                    arrays, meta = supernet.init(ctx)
-                    state = RunState({supernet.NAME: arrays}, {supernet.NAME: meta, "phases_done": []})
-                    trainer = supernet._Trainer(ctx, meta)
-                    stepper = supernet._stepper(ctx, trainer, arrays, meta)
-                    for _ in range(splits):
-                        stepper = supernet._split_round(ctx, state, trainer, stepper, arrays,
-                                                        step=trainer.steps_per_epoch)
-                    x, y = next(trainer.batches)
-                    xv, yv = next(trainer.arch_batches) if ctx.gradient else (None, None)
-                    times = []
-                    for i in range(repeats + 2):  # two warm-up steps (compilation)
-                        started = time.perf_counter()
-                        loss, _ = stepper.step(x, y, xv, yv, jax.random.key(i), jnp.float32(0.5))
-                        jax.block_until_ready((loss, stepper.state))
-                        times.append(time.perf_counter() - started)
-                    rates[training] = 1 / np.median(times[2:])
+                rates = split_rates(Path(tmp), method, splits, repeats)
                 print(f"{method:<10} {2 ** splits:>13} {rates['joint']:>8.2f} {rates['sequential']:>11.2f} "
                       f"{rates['joint'] / rates['sequential']:>19.2f}")
 

@@ -47,6 +47,7 @@ import yaml
 from launch import __version__ as _VERSION
 from launch import config as configs
 from launch import xla_cache
+from nas import precision
 
 
 class UsageError(Exception):
@@ -120,6 +121,9 @@ def _build_parser() -> argparse.ArgumentParser:
                     help=f"retrain.weight_decay (default: {rc.weight_decay})")
     tr.add_argument("--seed", type=int, help=f"seed: init, split and batch order (default: "
                     f"{defaults.seed})")
+    tr.add_argument("--precision", choices=precision.COMPUTE_DTYPES,
+                    help=f"precision.compute: the dtype the model computes in (default: "
+                    f"{defaults.precision.compute}; parameters stay float32)")
     tr.add_argument("--out", type=Path, help="export directory: arch.json with the metrics and "
                     "weights/, loadable like run/best (`launch.export.load`)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -517,7 +521,7 @@ def cmd_train(args) -> None:
              "retrain": {"epochs": args.epochs, "batch_size": args.batch_size,
                          "learning_rate": args.learning_rate, "warmup_epochs": args.warmup_epochs,
                          "weight_decay": args.weight_decay},
-             "seed": args.seed}
+             "precision": {"compute": args.precision}, "seed": args.seed}
     raw = {k: {f: v for f, v in body.items() if v is not None} if isinstance(body, dict) else body
            for k, body in given.items() if body is not None}
     cfg = configs.from_dict(raw)
@@ -526,7 +530,7 @@ def cmd_train(args) -> None:
     data = configs.dataset(cfg)
     train_cfg = TrainConfig.from_config(cfg)
     bound = space.bind(data.input_shape, data.num_classes)
-    model = nas.supernet(bound.fix(arch), seed=cfg.seed)
+    model = nas.supernet(bound.fix(arch), seed=cfg.seed, dtype=cfg.precision.compute)
     params, flops = bound.params(arch), bound.flops(arch)
     print(data.summary())
     print(f"{space.name} arch {json.dumps(arch)}" + (f" (options {json.dumps(space.config)})"

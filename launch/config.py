@@ -31,6 +31,7 @@ import spaces
 import sparse
 from launch import data as datasets
 from launch import plugins
+from nas import precision
 from search import controllers, oneshot, proxies, samplers, splits
 from spaces.core import Space, closest
 
@@ -208,6 +209,14 @@ class SplitConfig:
 
 
 @dataclasses.dataclass
+class PrecisionConfig:
+    compute: str = "float32"            # dtype of matmuls, convolutions and activations in every
+    #                                     phase; bfloat16 is mixed precision: parameters, optimizer
+    #                                     states, BatchNorm statistics, α and the loss stay float32.
+    #                                     The export records it (arch.json) and computes in it
+
+
+@dataclasses.dataclass
 class CheckpointConfig:
     every_steps: int | None = None      # save after this many units of progress (supernet steps,
     #                                     search generations, retrained candidates), or
@@ -230,6 +239,7 @@ class Config:
     sparse: SparseConfig = dataclasses.field(default_factory=SparseConfig)  # sparse joint search
     split: SplitConfig = dataclasses.field(default_factory=SplitConfig)  # gradient-matching
     #                                     sub-supernets
+    precision: PrecisionConfig = dataclasses.field(default_factory=PrecisionConfig)  # compute dtype
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)  # resume points
 
     def to_dict(self) -> dict:
@@ -252,6 +262,7 @@ def choices() -> dict[str, tuple]:
         "sparse.allocation": tuple(sparse.allocate.METHODS),
         "split.distance": tuple(splits.METRICS),
         "split.training": ("auto", "joint", "sequential"),
+        "precision.compute": precision.COMPUTE_DTYPES,
     }
 
 

@@ -57,7 +57,8 @@ class Context:
     data: datasets.Dataset
     space: spaces.Space                # the searched space (with sparsity choices when searched)
     retrain_space: spaces.Space        # the space candidates are retrained in
-    model: object                      # the supernet at its initial weights (graph and template)
+    model: object                      # the supernet at its initial weights (graph and template),
+    #                                    computing in `precision.compute`
     graphdef: object
     sparse: costs.SparseSetup | None
     constraint: Callable | None
@@ -123,7 +124,7 @@ def setup(cfg: configs.Config, run_dir: Path, progress: bool = True, echo=print,
     parallel = devices.data_parallel()
     data = configs.dataset(cfg)
     space = spaces.get(cfg.space.name, **cfg.space.options).bind(data.input_shape, data.num_classes)
-    model = nas.supernet(space, seed=cfg.seed)
+    model = nas.supernet(space, seed=cfg.seed, dtype=cfg.precision.compute)
     retrain_space = _retrain_space(cfg, space, data)
     if retrain_space is not space:  # budgets and sizes count the network the run exports
         space = space.costed_as(retrain_space)

@@ -1,7 +1,8 @@
 """Exports: a trained compact model on disk, loaded back and run without any supernet,
 evaluated on a data set, and serialized to StableHLO for programs that have only JAX.
 
-    DIR/arch.json               the arch, its space (`space_config`), sizes, metrics, training
+    DIR/arch.json               the arch, its space (`space_config`), sizes, metrics, training,
+                                the compute dtype (`compute_dtype`, `nas.precision`)
     DIR/weights/                the model's variables as a plain tree (Orbax)
     DIR/sparse_weights.npz      sparse searches: the pruned kernels as COO (`sparse.storage`)
     DIR/compact/                sparse searches: the model without dead units, an export itself
@@ -38,6 +39,7 @@ from launch import config as configs
 from launch import plugins
 from launch.data import Dataset, in_order
 from launch.files import write_bytes_atomic, write_json_atomic
+from nas import precision
 from search import pareto
 from search.parallel import local_copy
 
@@ -106,8 +108,9 @@ def preprocessing(data: Dataset) -> dict:
 
 def save(directory: Path | str, model: nnx.Module, info: dict) -> None:
     """An export directory `load` reads back: the model's weights under weights/ and
-    `info` as arch.json. `info` needs `choices` (the arch) and `space_config`
-    (`Space.to_dict()` of the bound space); the rest is the caller's record."""
+    `info` as arch.json, with the dtype the model computes in (`compute_dtype`). `info`
+    needs `choices` (the arch) and `space_config` (`Space.to_dict()` of the bound space);
+    the rest is the caller's record."""
     for key in ("choices", "space_config"):
         if key not in info:
             raise ValueError(f"export info lacks {key!r}: load() rebuilds the model from "
@@ -115,7 +118,7 @@ def save(directory: Path | str, model: nnx.Module, info: dict) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     write_orbax(directory / "weights", model)
-    write_json_atomic(directory / "arch.json", info)
+    write_json_atomic(directory / "arch.json", {**info, "compute_dtype": precision.compute_dtype_of(model)})
 
 
 def locate(path: Path | str) -> Path:
@@ -148,10 +151,14 @@ def read_info(directory: Path | str) -> dict:
 def load(directory: Path | str) -> Exported:
     """The export in `directory` (or in a run directory's best/): its compact model with
     the trained weights, built abstractly at the arch's own shapes and filled from
-    weights/, never through a supernet."""
+    weights/, never through a supernet, computing in the recorded `compute_dtype`
+    (float32 for exports that record none)."""
     directory = locate(directory)
     info = read_info(directory)
     file, described = str(directory / "arch.json"), info["space_config"]
+    dtype = info.get("compute_dtype", "float32")
+    if dtype not in precision.COMPUTE_DTYPES:
+        raise ValueError(f"{file!r}: compute_dtype {dtype!r} is not one of {list(precision.COMPUTE_DTYPES)}")
     if not isinstance(described.get("name"), str) or not isinstance(described.get("choices"), dict) \
             or not isinstance(described.get("config", {}), dict):
         raise ValueError(f"{file!r}: `space_config` must describe a space (`name`, `choices`, "
@@ -185,7 +192,7 @@ def load(directory: Path | str) -> Exported:
                          f"an export of an older jaxnas may need retraining): "
                          f"{' '.join(str(err).split())[:200]}") from None
     nnx.replace_by_pure_dict(state, restored)
-    return Exported(space, arch, nnx.merge(graphdef, state), info)
+    return Exported(space, arch, precision.set_compute_dtype(nnx.merge(graphdef, state), dtype), info)
 
 
 def scale_inputs(x, stats: dict):
@@ -202,7 +209,8 @@ def to_stablehlo(model: nnx.Module, directory: Path | str, batch_size: int | Non
     `directory/model.stablehlo`, and its signature to `model.stablehlo.json`. The input
     is float32 `[b, *input_shape]` with `b` symbolic (any batch size) unless `batch_size`
     fixes it; with `standardization` (an export's arch.json record) the artifact takes raw
-    inputs and scales them itself. Loading needs only `jax` and `flatbuffers`:
+    inputs and scales them itself. The program computes in the model's dtype (`nas.precision`)
+    and returns float32 logits. Loading needs only `jax` and `flatbuffers`:
 
         jax.export.deserialize(open(path, "rb").read()).call(x)  # logits [b, num_classes]
     """
@@ -218,7 +226,7 @@ def to_stablehlo(model: nnx.Module, directory: Path | str, batch_size: int | Non
     def logits(x):
         if standardization is not None:
             x = scale_inputs(x, standardization)
-        return nnx.merge(graphdef, state).forward(x, probs, train=False)
+        return jnp.asarray(nnx.merge(graphdef, state).forward(x, probs, train=False), jnp.float32)
 
     batch = jax_export.symbolic_shape("b")[0] if batch_size is None else batch_size
     traced = jax_export.export(jax.jit(logits), platforms=PLATFORMS)(
@@ -235,7 +243,7 @@ def to_stablehlo(model: nnx.Module, directory: Path | str, batch_size: int | Non
                      if standardization else {})},
         "output": {"shape": [batch_dim, space.num_classes], "dtype": "float32",
                    "meaning": "logits (inference mode)"},
-        "num_classes": space.num_classes,
+        "num_classes": space.num_classes, "compute_dtype": precision.compute_dtype_of(model),
         "space": space.name, "choices": {k: v[0] for k, v in space.choices.items()},
         "platforms": list(traced.platforms),
         "calling_convention_version": traced.calling_convention_version,

@@ -5,6 +5,10 @@ inactive units (so padded positions stay exactly zero downstream), a kernel
 window mask selects the centred k×k part of the largest kernel. Parameters that
 carry spatial kernel axes record them as `centred_axes` metadata; every other
 axis is sliced as a prefix when a compact model is extracted.
+
+Every layer computes in its `dtype` (`nas.precision`: float32 unless a model is set to
+bfloat16): it casts its input, weights and masks to it at use, while its parameters
+stay float32; the normalisations compute their statistics in float32.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nas.masks import mixture
+from nas.precision import FLOAT32, Computes
 
 _KERNEL_INIT = nnx.initializers.lecun_normal()
 _KAIMING_INIT = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -26,7 +31,11 @@ def _masked(y, mask):
     return y if mask is None else y * mask
 
 
-class Dense(nnx.Module):
+def _value(param):
+    return None if param is None else param[...]
+
+
+class Dense(Computes):
     """y = x @ W + b on `x: [..., in_features]`; inactive outputs masked to zero."""
 
     def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs,
@@ -37,13 +46,14 @@ class Dense(nnx.Module):
     def __call__(self, x, out_mask=None):
         # The mask is folded into the kernel and bias: one multiply of [in, out] weights
         # instead of one of [..., out] activations, forward and backward.
-        y = x @ _masked(self.kernel[...], out_mask)
-        if self.bias is not None:
-            y = y + _masked(self.bias[...], out_mask)
+        x, kernel, bias, out_mask = self.cast(x, self.kernel[...], _value(self.bias), out_mask)
+        y = x @ _masked(kernel, out_mask)
+        if bias is not None:
+            y = y + _masked(bias, out_mask)
         return y
 
 
-class Conv(nnx.Module):
+class Conv(Computes):
     """N-d convolution, channels last (`x: [batch, *spatial, channels]`).
 
     Kernel `[k]*ndim + [in/groups, out]`, stride `stride`, symmetric zero padding
@@ -73,13 +83,14 @@ class Conv(nnx.Module):
     def __call__(self, x, out_mask=None, window=None):
         # Both masks are folded into the kernel (and the output mask into the bias): a
         # kernel-sized multiply per step instead of an activation-sized one.
-        kernel = self.kernel[...]
+        x, kernel, bias, out_mask, window = self.cast(x, self.kernel[...], _value(self.bias), out_mask,
+                                                     window)
         if window is not None:
             kernel = kernel * window[(...,) + (None, None)]
         y = conv(x, _masked(kernel, out_mask), stride=self.stride, groups=self.groups,
                  padding=self.padding)
-        if self.bias is not None:
-            y = y + _masked(self.bias[...], out_mask)
+        if bias is not None:
+            y = y + _masked(bias, out_mask)
         return y
 
 
@@ -195,7 +206,7 @@ def batch_statistics(x):
     return mean, jnp.mean(jnp.square(x - mean), axes)
 
 
-class BatchNorm(nnx.Module):
+class BatchNorm(Computes):
     """BatchNorm over the last axis with statistics of the active channels only.
 
     Training mode normalises with the batch statistics and moves the running
@@ -212,6 +223,8 @@ class BatchNorm(nnx.Module):
         self.momentum, self.eps = momentum, eps
 
     def __call__(self, x, mask=None, train: bool = False):
+        """Statistics and normalisation in float32 whatever the compute dtype; the output in it."""
+        out_dtype, x = self.dtype, jnp.asarray(x, FLOAT32)
         if train:
             mean, var = batch_statistics(x)
             active = True if mask is None else mask > 0
@@ -224,11 +237,12 @@ class BatchNorm(nnx.Module):
         # output instead took the convnet supernet's gradient from 6.0 to 12.9 s on CPU.
         scale = jax.lax.rsqrt(var + self.eps)
         if self.scale is None:
-            return (x - mean) * _masked(scale, mask)
-        return (x - mean) * _masked(scale * self.scale[...], mask) + _masked(self.bias[...], mask)
+            return ((x - mean) * _masked(scale, mask)).astype(out_dtype)
+        y = (x - mean) * _masked(scale * self.scale[...], mask) + _masked(self.bias[...], mask)
+        return y.astype(out_dtype)
 
 
-class LayerNorm(nnx.Module):
+class LayerNorm(Computes):
     """LayerNorm over the last axis, dividing by the active width Σ mask, not the max width."""
 
     def __init__(self, num_features: int, *, eps: float = 1e-6):
@@ -237,16 +251,18 @@ class LayerNorm(nnx.Module):
         self.eps = eps
 
     def __call__(self, x, mask=None):
+        """Statistics and normalisation in float32 whatever the compute dtype; the output in it."""
+        out_dtype, x = self.dtype, jnp.asarray(x, FLOAT32)
         if mask is None:
             mask = jnp.ones(x.shape[-1], x.dtype)
         width = jnp.sum(mask)
         mean = jnp.sum(x * mask, -1, keepdims=True) / width
         var = jnp.sum(jnp.square(x - mean) * mask, -1, keepdims=True) / width
         y = (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
-        return y * mask
+        return (y * mask).astype(out_dtype)
 
 
-class MultiHeadAttention(nnx.Module):
+class MultiHeadAttention(Computes):
     """Self-attention with entangled embed width and head count.
 
     `qkv: [embed, 3, heads, head_dim]` and `proj: [heads, head_dim, embed]` keep
@@ -264,19 +280,20 @@ class MultiHeadAttention(nnx.Module):
         self.head_dim = head_dim
 
     def __call__(self, x, head_mask=None, embed_mask=None):
-        """x: [batch, tokens, embed] → [batch, tokens, embed]."""
-        qkv = jnp.einsum("bte,eshd->sbthd", x, self.qkv[...]) + self.qkv_bias[...][:, None, None]
+        """x: [batch, tokens, embed] → [batch, tokens, embed]; the softmax in float32."""
+        x, qkv_kernel, qkv_bias, proj, proj_bias, head_mask, embed_mask = self.cast(
+            x, self.qkv[...], self.qkv_bias[...], self.proj[...], self.proj_bias[...], head_mask, embed_mask)
+        qkv = jnp.einsum("bte,eshd->sbthd", x, qkv_kernel) + qkv_bias[:, None, None]
         q, k, v = qkv[0], qkv[1], qkv[2]
         logits = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(float(self.head_dim))
-        attn = jax.nn.softmax(logits, axis=-1)
+        attn = jax.nn.softmax(jnp.asarray(logits, FLOAT32), axis=-1).astype(self.dtype)
         out = jnp.einsum("bhts,bshd->bthd", attn, v)
         # Both masks are folded into the projection (heads on its first axis, embed on its
         # last) instead of multiplying [batch, tokens, ...] activations.
-        proj = self.proj[...]
         if head_mask is not None:
             proj = proj * head_mask[:, None, None]
         y = jnp.einsum("bthd,hde->bte", out, _masked(proj, embed_mask))
-        return y + _masked(self.proj_bias[...], embed_mask)
+        return y + _masked(proj_bias, embed_mask)
 
 
 def max_pool(x, window: int, stride: int):

@@ -55,8 +55,9 @@ def joint_prefix_mask(p_a, options_a: Sequence, p_b, options_b: Sequence,
 
 
 def mixture(p, values: Sequence):
-    """Σ_k p_k · values_k for arrays of one shape (depth outputs, activations)."""
-    p = jnp.asarray(p, jnp.float32)
+    """Σ_k p_k · values_k for arrays of one shape (depth outputs, activations), in the
+    values' dtype (a bfloat16 model's activations stay bfloat16)."""
+    p = jnp.asarray(jnp.asarray(p, jnp.float32), jnp.result_type(*values))
     total = p[0] * values[0]
     for k in range(1, len(values)):
         total = total + p[k] * values[k]

@@ -15,18 +15,21 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from nas import precision
+
 
 @functools.partial(jax.jit, static_argnums=0)
 def _infer(graphdef, state, x, probs):
-    return nnx.merge(graphdef, state).forward(x, probs, train=False)
+    return jnp.asarray(nnx.merge(graphdef, state).forward(x, probs, train=False), jnp.float32)
 
 
-class Supernet(nnx.Module):
+class Supernet(precision.Computes):
     """Base of every space's supernet.
 
     Subclasses are constructed as `cls(space, rngs=…)` from a space bound to an
     input shape and class count, and implement `forward(x, probs, train)`
-    returning logits `[batch, num_classes]`.
+    returning logits `[batch, num_classes]`. `dtype` is the compute dtype of its
+    layers (`nas.precision`).
     """
 
     def forward(self, x, probs, train: bool = False):
@@ -35,21 +38,24 @@ class Supernet(nnx.Module):
     def __call__(self, x, arch=None):
         """Inference-mode logits for a hard arch (dict of options), a soft one
         (dict of probability vectors), or — for a compact model whose every
-        choice has one option — no arch at all. Compiles once per input shape."""
+        choice has one option — no arch at all. Compiles once per input shape.
+        The logits are float32 whatever the compute dtype."""
         probs = self.space.encode(arch)
         if isinstance(x, jax.core.Tracer):
-            return self.forward(x, probs, train=False)
+            return jnp.asarray(self.forward(x, probs, train=False), jnp.float32)
         graphdef, state = nnx.split(self)
         return _infer(graphdef, state, jnp.asarray(x, jnp.float32), probs)
 
 
-def supernet(space, input_shape=None, num_classes: int | None = None, seed: int = 0) -> Supernet:
-    """Build `space`'s supernet at its largest size for inputs `[batch, *input_shape]`.
+def supernet(space, input_shape=None, num_classes: int | None = None, seed: int = 0,
+             dtype: str = "float32") -> Supernet:
+    """Build `space`'s supernet at its largest size for inputs `[batch, *input_shape]`,
+    computing in `dtype` (`nas.precision.COMPUTE_DTYPES`; its parameters are float32).
 
     `input_shape` and `num_classes` default to the space's own.
     """
     bound = space.bind(input_shape=input_shape, num_classes=num_classes)
-    return bound.supernet_class(bound, rngs=nnx.Rngs(seed))
+    return precision.set_compute_dtype(bound.supernet_class(bound, rngs=nnx.Rngs(seed)), dtype)
 
 
 def _slice_for(source_shape, target_shape, centred_axes, path):
@@ -68,8 +74,8 @@ def extract(model: Supernet, arch) -> Supernet:
 
     The compact model is the same module class built over the space with every
     choice fixed to the arch's option, so each tensor has the sub-network's own
-    shape; widths are prefix slices, kernels centred windows. Its inference
-    outputs equal `model(x, arch)`.
+    shape; widths are prefix slices, kernels centred windows. It computes in
+    `model`'s dtype, and its inference outputs equal `model(x, arch)`.
     """
     fixed = model.space.fix(arch)
     sub = nnx.eval_shape(lambda: type(model)(fixed, rngs=nnx.Rngs(0)))
@@ -83,7 +89,7 @@ def extract(model: Supernet, arch) -> Supernet:
         index = _slice_for(big.shape, variable.shape, centred, path)
         variable.set_value(jnp.asarray(big[...][index]))
     nnx.update(sub, target)
-    return sub
+    return precision.set_compute_dtype(sub, precision.compute_dtype_of(model))
 
 
 def count_params(model: nnx.Module) -> int:

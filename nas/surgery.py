@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from nas import precision
 from sparse.masks import named_leaves
 
 
@@ -43,7 +44,8 @@ def dead_units(model: nnx.Module) -> dict[str, np.ndarray]:
 
 
 def remove_dead_units(model: nnx.Module) -> nnx.Module:
-    """The smaller dense model of a compact (one-arch) `model` without its dead units."""
+    """The smaller dense model of a compact (one-arch) `model` without its dead units (computing
+    in `model`'s dtype)."""
     space = model.space
     arch = {k: v[0] for k, v in space.choices.items()}
     chain = space.unit_chain(arch)
@@ -68,7 +70,7 @@ def remove_dead_units(model: nnx.Module) -> nnx.Module:
             raise ValueError(f"{name}: the smaller model expects shape {variable.shape}, got {value.shape}")
         variable.set_value(jnp.asarray(value))
     nnx.update(smaller, state)
-    return smaller
+    return precision.set_compute_dtype(smaller, precision.compute_dtype_of(model))
 
 
 def named_variables(state) -> dict:

@@ -24,11 +24,11 @@ def split(model: nnx.Module):
 
 
 def apply(graphdef, params, rest, x, probs, train: bool):
-    """Logits of the model at `probs`, and `rest` after the pass (train mode moves
-    BatchNorm statistics)."""
+    """Logits of the model at `probs` (float32 whatever its compute dtype, so every loss is
+    float32), and `rest` after the pass (train mode moves BatchNorm statistics)."""
     net = nnx.merge(graphdef, params, rest, copy=True)
     logits = net.forward(x, probs, train=train)
-    return logits, nnx.split(net, nnx.Param, ...)[2]
+    return jnp.asarray(logits, jnp.float32), nnx.split(net, nnx.Param, ...)[2]
 
 
 def recalibrate(graphdef, params, rest, x, probs):

@@ -18,6 +18,10 @@ CASES = {
     "nb201": (8, 8, 3),
 }
 N_ARCHS = 12
+# bfloat16 keeps 8 significant bits (ε = 2⁻⁸ ≈ 0.004): measured up to 0.02 of the logit scale
+# (convnet; every dot and convolution rounds its output), so 0.05 leaves room and would still
+# catch a wrong slice or a float32 layer on one side.
+TOLERANCE_BF16 = 0.05
 # Space options worth testing on their own: (space, options).
 VARIANTS = {"cnn1d-bn": ("cnn1d", {"norm": "batch"})}
 CASES["cnn1d-bn"] = CASES["cnn1d"]
@@ -28,9 +32,9 @@ def _space(name):
     return spaces.get(base, **options)
 
 
-def _model_with_moved_statistics(name):
+def _model_with_moved_statistics(name, dtype="float32"):
     space = _space(name)
-    model = nas.supernet(space, input_shape=CASES[name], num_classes=10, seed=0)
+    model = nas.supernet(space, input_shape=CASES[name], num_classes=10, seed=0, dtype=dtype)
     rng = np.random.default_rng(0)
     graphdef, state = nnx.split(model)
 
@@ -63,6 +67,21 @@ def test_extract_equals_masked_supernet_and_costs_are_exact(name):
         assert nas.count_params(sub) == model.space.params(arch), (name, arch)
         assert nas.count_macs(lambda z: sub(z), x[:1]) == model.space.flops(arch), (name, arch)
         assert nas.count_params(sub) < nas.count_params(model) or space.size() == 1
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_extract_equals_masked_supernet_in_bfloat16(name):
+    """A bfloat16 supernet's compact models compute in bfloat16 too and agree with it within
+    bfloat16 rounding (8 significant bits; the two sum over differently shaped tensors)."""
+    space, model, x = _model_with_moved_statistics(name, "bfloat16")
+    for seed in range(N_ARCHS // 3):
+        arch = space.sample(seed=seed)
+        sub = nas.extract(model, arch)
+        assert nas.precision.compute_dtype_of(sub) == "bfloat16"
+        masked, compact = np.asarray(model(x, arch)), np.asarray(sub(x))
+        assert masked.dtype == compact.dtype == np.float32
+        diff = np.abs(masked - compact).max()
+        assert diff <= TOLERANCE_BF16 * max(1.0, np.abs(masked).max()), (name, arch, diff)
 
 
 def _model_with_random_statistics(name):

@@ -89,7 +89,8 @@ def train_candidate(ctx, state: RunState, arch: dict, supernet_accuracy: float) 
     structural = space.structure(arch)
     stop = functools.partial(phases.stop_point, ctx, state)
     if cfg.retrain.mode == "scratch":
-        model, inherited = nas.supernet(ctx.retrain_space.fix(structural), seed=cfg.seed), None
+        model = nas.supernet(ctx.retrain_space.fix(structural), seed=cfg.seed, dtype=cfg.precision.compute)
+        inherited = None
     else:
         model = nas.extract(supernet.model_at(ctx, state, arch), structural)
         inherited = _nonzero_masks(model, setup)

@@ -49,7 +49,7 @@ class ProxyEvaluator:
 
     def __init__(self, name: str, ctx):
         cfg, data = ctx.cfg, ctx.data
-        self.name, self.space, self.seed = name, ctx.space, cfg.seed
+        self.name, self.space, self.seed, self.dtype = name, ctx.space, cfg.seed, cfg.precision.compute
         self.x, self.y = data.sample(data.train, cfg.search.proxy_examples, cfg.seed)
         self.chunk = devices.population_chunk(cfg.search.generation)
 
@@ -57,7 +57,7 @@ class ProxyEvaluator:
         """One score per arch; a score that is not a number (NASWOT of a network without
         ReLU, an overflowing synflow) ranks as the worst, or the best for +inf."""
         scores = proxies.score_population(self.name, self.space, archs, self.x, self.y, seed=self.seed,
-                                          chunk=self.chunk)
+                                          chunk=self.chunk, dtype=self.dtype)
         return np.nan_to_num(scores, nan=-1e30, posinf=1e30, neginf=-1e30).tolist()
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import time
 
 import jax
 import jax.numpy as jnp
@@ -612,6 +613,9 @@ def run(ctx, state: RunState) -> RunState:
     last = done[-1]["loss"] if done else None  # the latest epoch's loss: what "best" ranks by
     shard = ctx.parallel.shard_rows
     stepper = _stepper(ctx, trainer, arrays, meta)
+    # This process's first step (tracing, compiling or loading from the compilation cache, and
+    # running it), timed to its result and logged with its epoch as `first_step_seconds`.
+    first_step_timed, first_step_seconds = False, None
     while step < trainer.steps:
         if _split_due(ctx, meta, step, spe):
             stepper = _split_round(ctx, state, trainer, stepper, arrays, step)
@@ -620,9 +624,13 @@ def run(ctx, state: RunState) -> RunState:
         key, sub = jax.random.split(key)
         x, y = next(trainer.batches)
         xv, yv = next(trainer.arch_batches) if ctx.gradient else (None, None)
+        started = time.perf_counter()
         loss, alpha_loss = stepper.step(shard(x), shard(y), None if xv is None else shard(xv),
                                         None if yv is None else shard(yv), sub,
                                         jnp.float32(step / max(trainer.steps, 1)))
+        if not first_step_timed:
+            jax.block_until_ready(loss)
+            first_step_timed, first_step_seconds = True, time.perf_counter() - started
         losses.append(loss)
         if alpha_loss is not None:
             alpha_losses.append(alpha_loss)
@@ -633,6 +641,9 @@ def run(ctx, state: RunState) -> RunState:
         if step % spe == 0:
             stepper.write(arrays)
             record = _epoch_record(ctx, arrays, meta, step // spe, losses, alpha_losses)
+            if first_step_seconds is not None:
+                record["first_step_seconds"] = round(first_step_seconds, 3)
+                first_step_seconds = None
             ctx.log.log(NAME, step // spe, **record)
             bar.set_postfix({k: round(v, 4) for k, v in record.items()})
             last = record["loss"]

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+import nas
 from search import engine
 from search.parallel import population_chunk
 from spaces.core import Arch, Space, closest
@@ -127,8 +128,8 @@ def at_init(params, factors: dict):
 
 
 @functools.lru_cache(maxsize=16)
-def _supernet(space: Space, seed: int):
-    return space.supernet_class(space, rngs=nnx.Rngs(seed))
+def _supernet(space: Space, seed: int, dtype: str):
+    return nas.supernet(space, seed=seed, dtype=dtype)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
@@ -143,12 +144,13 @@ def _traced_scores(name, graphdef, space, kernels, params, rest, index_vectors, 
 
 
 def score_population(name: str, space: Space, archs: Sequence[Arch], x, y, seed: int = 0,
-                     model=None, chunk: int | None = None) -> np.ndarray:
+                     model=None, chunk: int | None = None, dtype: str = "float32") -> np.ndarray:
     """Proxy `name` of every arch (higher predicts better), on the examples `x` (a NumPy
     batch in the space's input layout, e.g. `[N, 40, 1]` for cnn1d) with integer
     labels `y`. The supernet is `space`'s, built with `seed` (or `model`, a user's
-    supernet over `space`). Traced proxies run `chunk` archs per vmapped call (default:
-    this backend's population chunk), one compilation per space and proxy."""
+    supernet over `space`), computing in `dtype` (`nas.precision`; a given `model` computes
+    in its own). Traced proxies run `chunk` archs per vmapped call (default: this backend's
+    population chunk), one compilation per space and proxy."""
     proxy = get(name)
     x, y = np.asarray(x, np.float32), np.asarray(y, np.int32)
     if x.ndim < 2 or len(x) != len(y) or len(x) == 0:
@@ -176,7 +178,7 @@ def score_population(name: str, space: Space, archs: Sequence[Arch], x, y, seed:
         return np.array([float(proxy.fn(space, a)) for a in archs], np.float64)
     if not archs:
         return np.zeros(0, np.float64)
-    model = _supernet(space, seed) if model is None else model
+    model = _supernet(space, seed, dtype) if model is None else model
     graphdef, params, rest = engine.split(model)
     kernels = tuple(masklib.kernel_names(params))
     chunk = population_chunk() if chunk is None else chunk
@@ -194,6 +196,8 @@ def score_population(name: str, space: Space, archs: Sequence[Arch], x, y, seed:
     return np.array(scores, np.float64)
 
 
-def score(name: str, space: Space, arch: Arch, x, y, seed: int = 0, model=None) -> float:
+def score(name: str, space: Space, arch: Arch, x, y, seed: int = 0, model=None,
+          dtype: str = "float32") -> float:
     """Proxy `name` of one arch (see `score_population`)."""
-    return float(score_population(name, space, [arch], x, y, seed=seed, model=model, chunk=1)[0])
+    return float(score_population(name, space, [arch], x, y, seed=seed, model=model, chunk=1,
+                                  dtype=dtype)[0])
