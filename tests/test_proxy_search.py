@@ -113,6 +113,7 @@ def test_a_proxy_score_that_is_not_a_number_ranks_worst(monkeypatch):
     from launch.phases import search as search_phase
     evaluator = object.__new__(search_phase.ProxyEvaluator)
     evaluator.name, evaluator.space, evaluator.seed, evaluator.chunk = "naswot", None, 0, 1
+    evaluator.dtype = "float32"
     evaluator.x = evaluator.y = None
     monkeypatch.setattr(proxies, "score_population",
                         lambda *a, **k: np.array([1.0, np.nan, -np.inf, np.inf]))
