@@ -11,6 +11,7 @@ next: `expected_improvement` over the best measured so far, or `upper_bound`.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -105,10 +106,13 @@ def forest(features: np.ndarray, targets: np.ndarray, seed: int) -> Fitted:
 def gaussian_process(features: np.ndarray, targets: np.ndarray, seed: int) -> Fitted:
     """A Gaussian process: constant × Matern-5/2 with one length scale per feature, plus
     white noise (label noise: training seeds disagree); targets normalised."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.gaussian_process import GaussianProcessRegressor, kernels
     kernel = kernels.ConstantKernel() * kernels.Matern(np.ones(features.shape[1]), nu=2.5) \
         + kernels.WhiteKernel(0.1)
-    model = GaussianProcessRegressor(kernel, normalize_y=True, random_state=seed).fit(features, targets)
+    with warnings.catch_warnings():  # a feature it ignores runs its length scale to the bound
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = GaussianProcessRegressor(kernel, normalize_y=True, random_state=seed).fit(features, targets)
     return Fitted(lambda rows: model.predict(rows, return_std=True))
 
 
