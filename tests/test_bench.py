@@ -169,6 +169,9 @@ def test_study_picks_and_correlations_against_brute_force():
     assert result[("all", "supernet")]["top1"] == 0.7          # supernet's best is arch 4
     assert result[("all", "supernet")]["topk"] == 0.7          # top 2: archs 4 and 5
     assert result[("all", "gradsign")]["top1"] == 0.9
+    largest = np.argsort(-table.params, kind="stable")
+    assert result[("all", "params")]["top1"] == truth[largest[0]]
+    assert result[("all", "params")]["topk"] == truth[largest[:2]].max()
     assert result[("budget", "supernet")]["archs"] == 5
     assert ("budget", "blend") not in bench_supernet.study(table, supernet, gradsign, within | True, k=2)
     assert result[("all", "supernet")]["tau"] == pytest.approx(stats.kendalltau(supernet, truth).statistic)
