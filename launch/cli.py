@@ -25,6 +25,7 @@
     nas bench proxies TABLE          Spearman ρ / Kendall τ of every zero-cost proxy (+ PNG)
     nas bench controllers TABLE      regret of each controller against evaluations (+ PNG)
     nas bench supernet RUN_DIR TABLE Kendall τ of a trained supernet's ranking
+    nas bench predictor TABLE        Kendall τ of a predictor fitted on a few of the table's archs
 
 Flags are named like the config fields they set (`--space-options` is `space.options`,
 `--learning-rate` is `retrain.learning_rate`, …) and default to them. Bad input — a
@@ -318,6 +319,25 @@ def _bench_parser(commands) -> None:
     su.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+    pd = actions.add_parser("predictor", help="how well a predictor fitted on a few archs ranks the rest",
+                            description="Fit each predictor on --labels archs of TABLE drawn at random "
+                            "(--draws times) over zero-cost features at init, and print Kendall τ on "
+                            "the other archs (all, and within --max-params) beside each single "
+                            "feature and their rank vote (docs/bench.md).")
+    pd.add_argument("table", type=Path, help="a table of `nas bench build` (TABLE.csv)")
+    pd.add_argument("--features", nargs="+", default=None, metavar="NAME",
+                    help="proxies used as features (default: naswot flops params)")
+    pd.add_argument("--predictors", nargs="+", default=["ridge"], metavar="NAME",
+                    help="predictors (default: ridge)")
+    pd.add_argument("--labels", type=int, default=16, help="measured archs per draw (default: 16)")
+    pd.add_argument("--draws", type=int, default=10, help="random draws (default: 10)")
+    pd.add_argument("--max-params", type=int, default=None, help="also judge the archs with at most "
+                    "this many parameters")
+    pd.add_argument("--seeds", type=int, default=3, help="init seeds of the proxies (default: 3)")
+    pd.add_argument("--encoding", action="store_true", help="add the arch encoding to the features")
+    pd.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _positive(flag: str, value: int) -> int:
     if value < 1:
         raise UsageError(f"nas bench: {flag} must be ≥ 1, got {value}")
@@ -359,6 +379,14 @@ def cmd_bench(args) -> None:
         from launch.bench import supernet
         top = None if args.top is None else _positive("--top", args.top)
         supernet.run(args.run_dir, bench.load(args.table), top, progress=not args.quiet)
+    elif args.action == "predictor":
+        from launch.bench import predictor
+        from search import proxies as registry
+        for name in args.features or ():
+            registry.get(name)
+        predictor.run(bench.load(args.table), args.features or predictor.FEATURES, args.predictors,
+                      args.labels, _positive("--draws", args.draws), args.max_params,
+                      _positive("--seeds", args.seeds), args.encoding, progress=not args.quiet)
 
 
 def _pick(text: str) -> tuple[str, int | None]:

@@ -32,7 +32,7 @@ import sparse
 from launch import data as datasets
 from launch import plugins
 from nas import precision
-from search import controllers, oneshot, proxies, samplers, splits
+from search import controllers, oneshot, predictor, proxies, samplers, splits
 from spaces.core import Space, closest
 
 SAMPLED = oneshot.RULES  # sampled one-shot training rules; every registered sampler is a gradient method
@@ -145,6 +145,23 @@ class SearchConfig:
     score_examples: int = 10000         # validation examples each arch is scored on (a seeded
     #                                     subset when the validation split is larger)
     candidates: int = 3                 # top archs retrained; the best on validation is chosen
+    baseline: bool = False              # also retrain the params baseline: the search.candidates
+    #                                     largest networks within the budget, same recipe (the
+    #                                     report always names them; without this it can only
+    #                                     compare those the search retrained too); they may be
+    #                                     the pick, and the predictor learns from them
+    predictor: str = "none"             # none: retrain the top candidates by the search's score |
+    #                                     ridge | forest | gp: retrain in rounds of search.round,
+    #                                     each round picked by a predictor fitted on every arch
+    #                                     retrained so far (docs/search.md, "Ranking")
+    features: list = dataclasses.field(default_factory=lambda: ["naswot", "flops", "params", "score"])
+    #                                     the predictor's inputs per arch: zero-cost proxies at init
+    #                                     (`search.proxies`), score (the search's own score:
+    #                                     supernet val accuracy or the evaluator proxy), encoding
+    #                                     (the arch's option indices)
+    round: int = 2                      # candidates retrained per predictor round
+    acquisition: str = "ei"             # ei: expected improvement over the best measured | ucb:
+    #                                     predicted mean + 2 sd
 
 
 @dataclasses.dataclass
@@ -255,6 +272,8 @@ def choices() -> dict[str, tuple]:
         "search.controller": ("auto", "argmax", *controllers.names()),
         "search.evaluator": ("supernet", *proxies.names()),
         "search.proxy": tuple(proxies.names()),
+        "search.predictor": ("none", *predictor.names()),
+        "search.acquisition": ("ei", "ucb"),
         "retrain.mode": ("scratch", "finetune"),
         "sparse.per": ("model", "layer"),
         "sparse.method": tuple(sparse.updaters.names()),
@@ -269,7 +288,8 @@ def choices() -> dict[str, tuple]:
 _OBJECTIVES = ("accuracy", "params", "flops", "nonzero")
 _POSITIVE = {"supernet.epochs", "supernet.batch_size", "search.evaluations", "search.generation",
              "search.population", "search.sample", "search.parents", "search.calibration",
-             "search.candidates", "search.mutants", "search.proxy_examples", "search.score_examples",
+             "search.candidates", "search.mutants", "search.round", "search.proxy_examples",
+             "search.score_examples",
              "retrain.epochs", "retrain.batch_size", "search.max_params",
              "search.max_flops", "search.min_params", "search.max_nonzero", "sparse.update_every",
              "sparse.grid", "sparse.calibration", "checkpoint.every_steps", "checkpoint.keep",
@@ -436,6 +456,7 @@ def _check(cfg: Config) -> None:
             raise ValueError(f"config search.controller = {name!r}: {err}") from None
     _check_sparse(cfg)
     _check_split(cfg)
+    _check_features(cfg)
     if cfg.search.min_params and cfg.search.max_params and cfg.search.min_params > cfg.search.max_params:
         raise ValueError(f"config search.min_params = {cfg.search.min_params} exceeds "
                          f"search.max_params = {cfg.search.max_params}")
@@ -455,6 +476,21 @@ def _check_proxy_search(cfg: Config) -> None:
         raise ValueError(f"config sparse.sparsity/sparse.levels: sparse searches charge the "
                          f"nonzeros of a trained supernet; search.evaluator = {evaluator!r} "
                          "trains none")
+
+
+FEATURES = ("score", "encoding")  # predictor features besides the proxies
+
+
+def _check_features(cfg: Config) -> None:
+    features = cfg.search.features
+    allowed = (*FEATURES, *proxies.names())
+    for name in features:
+        if name not in allowed:
+            raise ValueError(f"config search.features: {name!r} is not a feature"
+                             f"{closest(str(name), allowed)}; features are {list(allowed)}")
+    if not features or len(set(features)) != len(features):
+        raise ValueError(f"config search.features = {features!r}: at least one of {list(allowed)}, "
+                         "without repeats")
 
 
 def _check_split(cfg: Config) -> None:

@@ -20,6 +20,9 @@ class Summary:
     test_accuracy: float
     cost: dict
     run_dir: Path
+    baseline: dict                          # arch.json's "baseline" (`export.baseline_comparison`)
+    source: str                             # where the pick came from: search, predictor, baseline
+    train_seconds: float | None             # retraining the pick once
     nonzero_params: int | None = None       # sparse searches
     dense_test_accuracy: float | None = None  # sparse searches: the pick before pruning
     prune_rounds: int | None = None         # sparse searches: prune-then-fine-tune rounds
@@ -53,6 +56,25 @@ def collapse_lines(space, arch, alpha) -> list[str]:
     return lines
 
 
+def baseline_lines(summary: Summary, cfg: configs.Config) -> list[str]:
+    """What the params baseline would have picked and how the pick compares on validation."""
+    b = summary.baseline
+    sizes = [p["params"] for p in b["picks"]]
+    if not sizes:
+        return []
+    head = (f"  params baseline (the {len(sizes)} largest networks within the budget, "
+            f"{max(sizes):,}–{min(sizes):,} params): ")
+    if b["best_val_accuracy"] is None:
+        return [head + "none retrained by this run (search.baseline: true retrains them)"]
+    retrained = (f"{b['retrained']} of {len(sizes)} retrained" +
+                 ("" if b["retrained"] == len(sizes) else ", the others not (search.baseline: true)"))
+    searched = "" if b["search_best_val_accuracy"] is None else \
+        f"; the search's own best {b['search_best_val_accuracy']:.4f}"
+    return [head + f"best val accuracy {b['best_val_accuracy']:.4f} ({retrained}); the pick "
+            f"{b['pick_val_accuracy']:.4f} ({100 * b['pick_minus_baseline']:+.2f} points, from the "
+            f"{summary.source}){searched}"]
+
+
 def report(summary: Summary, space, cfg: configs.Config, alpha=None, split=None) -> str:
     """The run's report; `split`: its split tree (`search.splits.SplitTree`), if any."""
     c = summary.cost
@@ -72,13 +94,16 @@ def report(summary: Summary, space, cfg: configs.Config, alpha=None, split=None)
            f"({1 - summary.nonzero_params / summary.params:.1%} zeros; allocation "
            f"{cfg.sparse.allocation}, {summary.prune_rounds} rounds); the dense pick before pruning "
            f"tested {summary.dense_test_accuracy:.4f}"] if summary.nonzero_params is not None else []),
+        *baseline_lines(summary, cfg),
         *(collapse_lines(space, summary.arch, alpha) if alpha is not None else []),
         ("search cost: no supernet, search " if configs.uses_proxy(cfg) else
          f"search cost: supernet {c['supernet_seconds']:.0f} s ({trained}, "
          f"{c['supernet_steps']:,} steps, {cfg.supernet.method}), search ") +
         f"{c['search_seconds']:.0f} s ({c['search_evaluations']:,} archs evaluated: "
         f"{configs.score_label(cfg)}), retrain {c['retrain_seconds']:.0f} s ({c['retrained_candidates']} "
-        f"candidates); total {c['total_seconds']:.0f} s",
+        f"candidates); total {c['total_seconds']:.0f} s" +
+        (f", {c['total_seconds'] / summary.train_seconds:.1f}× training the pick once"
+         if summary.train_seconds else ""),
         *([f"  the pick is the best of {c['sub_supernets']} sub-supernets' searches; split tree:",
            *("    " + line for line in split.describe().splitlines())] if split is not None else []),
         f"wrote {summary.run_dir / 'best'} (arch.json + Orbax weights), trajectory.png, pareto.png"

@@ -169,6 +169,9 @@ def test_study_picks_and_correlations_against_brute_force():
     assert result[("all", "supernet")]["top1"] == 0.7          # supernet's best is arch 4
     assert result[("all", "supernet")]["topk"] == 0.7          # top 2: archs 4 and 5
     assert result[("all", "gradsign")]["top1"] == 0.9
+    largest = np.argsort(-table.params, kind="stable")
+    assert result[("all", "params")]["top1"] == truth[largest[0]]
+    assert result[("all", "params")]["topk"] == truth[largest[:2]].max()
     assert result[("budget", "supernet")]["archs"] == 5
     assert ("budget", "blend") not in bench_supernet.study(table, supernet, gradsign, within | True, k=2)
     assert result[("all", "supernet")]["tau"] == pytest.approx(stats.kendalltau(supernet, truth).statistic)
@@ -204,3 +207,24 @@ def test_within_keeps_the_rows_in_the_params_window():
     part = table.within(low, high)
     assert part.archs == archs[2:6] and part.accuracy.tolist() == table.accuracy[2:6].tolist()
     assert len(table.within(max_params=int(table.params[0]))) == 1
+
+
+def test_predictor_study_judges_each_ranking_on_the_held_out_archs(tmp_path, capsys):
+    from launch.bench import predictor as bench_predictor
+    space = _mlp()
+    archs = select(space, 12)
+    truth = np.linspace(0.5, 0.9, 12)
+    table = _table(space, archs, truth[:, None])
+    exact = truth[None] ** 3                      # monotone in the truth: τ 1 everywhere
+    reversed_ = -truth[None]                      # τ −1
+    columns = {"exact": exact, "log": np.log(truth)[None], "reversed": reversed_}
+    result = bench_predictor.study(table, columns, ("ridge",), labels=4, draws=3,
+                                   max_params=int(np.median(table.params)))
+    assert np.allclose(result["exact"], 1.0) and np.allclose(result["reversed"], -1.0)
+    assert np.allclose(result["vote"], 1.0)       # ranks r + r − r: the truth's order
+    assert result["ridge"].shape == (3, 2) and np.all(result["ridge"][:, 0] > 0.9)
+    text = bench_predictor.report(result, 4, 3, 100)
+    assert "exact" in text and "≤ 100 params" in text
+    table.save(tmp_path / "t.csv")
+    assert cli.main(["bench", "predictor", str(tmp_path / "t.csv"), "--labels", "20", "--quiet"]) == 2
+    assert "--labels must be in [2, 12)" in capsys.readouterr().err

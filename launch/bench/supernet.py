@@ -5,8 +5,9 @@ recalibration, the run's validation split; in a split run, the sub-supernet
 whose space holds the arch) scores every arch of the table;
 Kendall τ and Spearman ρ against the table's mean test accuracy measure how well
 one-shot training ranks, over all the table's archs and over those within the
-run's budget. Two further rankings are set beside it: GradSign at init, and the
-blend of the two (the mean of an arch's supernet rank and GradSign rank). The
+run's budget. Three further rankings are set beside it: GradSign at init, the
+blend of the two (the mean of an arch's supernet rank and GradSign rank), and the
+params baseline (largest networks first). The
 pick rows say what retraining the run's top candidates by each ranking would
 find: the table accuracy of the first arch, and of the best of the top k.
 """
@@ -54,8 +55,9 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 
 def study(table: Table, supernet: np.ndarray, gradsign: np.ndarray, within: np.ndarray, k: int) -> dict:
-    """Rank correlations and picks of the supernet, GradSign and their blend."""
-    rankings = {"supernet": supernet, "gradsign": gradsign}
+    """Rank correlations and picks of the supernet, GradSign, their blend and params."""
+    # params: the baseline "largest networks under the budget" (ties: the table's order).
+    rankings = {"supernet": supernet, "gradsign": gradsign, "params": table.params.astype(np.float64)}
     out = {}
     for subset, mask in (("all", np.ones(len(table), bool)), ("budget", within)):
         if mask.sum() < 3 or (subset == "budget" and mask.all()):

@@ -20,7 +20,7 @@ import spaces
 import sparse
 from launch import __version__ as VERSION
 from launch import config as configs
-from launch import costs, export, phases, plots, report
+from launch import costs, export, phases, plots, report, rounds
 from launch.checkpoints import RunState
 from launch.files import write_json_atomic, write_text_atomic
 from launch.phases import retrain, search, supernet
@@ -106,14 +106,33 @@ def _info(ctx, state: RunState, chosen: retrain.Retrained) -> dict:
                                    **_sub_supernet(ctx, state, r["choices"]),
                                    "supernet_val_accuracy": r["supernet_accuracy"],
                                    "val_accuracy": r["val_accuracy"], "test_accuracy": r["test_accuracy"],
-                                   "dense_test_accuracy": r["dense_test_accuracy"]}
+                                   "dense_test_accuracy": r["dense_test_accuracy"], "source": r["source"]}
                                   for r in retrain.results(state)],
-                   **({"split": supernet.tree(state).to_dict()} if supernet.is_split(ctx) else {})},
+                   "predictor": cfg.search.predictor},
+        "baseline": baseline_comparison(ctx, state, chosen),
+                   **({"split": supernet.tree(state).to_dict()} if supernet.is_split(ctx) else {}),
         "cost": _cost(ctx, state), "data": cfg.data.name,
         "retrain": dataclasses.asdict(TrainConfig.from_config(cfg)),
         "space_config": ctx.retrain_space.to_dict(), **export.preprocessing(ctx.data),
         "plugins": cfg.plugins, "engine": f"jaxnas {VERSION}",
     }
+
+
+def baseline_comparison(ctx, state: RunState, chosen: retrain.Retrained) -> dict:
+    """What the params baseline ("the largest networks within the budget", as many as
+    `search.candidates`) would have picked, and the pick's validation accuracy against
+    the best of the baseline's picks this run retrained."""
+    space, records = ctx.space, retrain.results(state)
+    measured = {rounds.key(space, r["choices"]): r["val_accuracy"] for r in records}
+    picks = [{"choices": a, "params": space.params(a), "val_accuracy": measured.get(rounds.key(space, a))}
+             for a in retrain.baseline(state)]
+    known = [p["val_accuracy"] for p in picks if p["val_accuracy"] is not None]
+    searched = [r["val_accuracy"] for r in records if r["source"] != "baseline"]
+    best = max(known) if known else None
+    return {"picks": picks, "retrained": len(known), "best_val_accuracy": best,
+            "search_best_val_accuracy": max(searched) if searched else None,
+            "pick_val_accuracy": chosen.val_accuracy,
+            "pick_minus_baseline": None if best is None else chosen.val_accuracy - best}
 
 
 def _sub_supernet(ctx, state: RunState, arch: dict) -> dict:
@@ -149,7 +168,8 @@ def summary(ctx, info: dict, chosen_record: dict) -> report.Summary:
     sparse_run = ctx.sparse is not None
     return report.Summary(chosen_record["choices"], info["params"], info["flops"],
                           info["metrics"]["val_accuracy"], info["metrics"]["test_accuracy"], info["cost"],
-                          ctx.run_dir, info.get("nonzero_params"),
+                          ctx.run_dir, info["baseline"], chosen_record["source"], chosen_record["seconds"],
+                          info.get("nonzero_params"),
                           chosen_record["dense_test_accuracy"] if sparse_run else None,
                           len(chosen_record["rounds"]) if sparse_run else None)
 

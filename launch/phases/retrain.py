@@ -1,7 +1,13 @@
 """Retrain phase: train the top distinct candidates again (from scratch or from inherited
 weights), prune sparse ones to their budget, and test them.
 
-Its slice of the run state is `meta["retrain"]`: the candidates and the
+The candidates (`launch.rounds`): the params baseline's picks when `search.baseline`
+asks for them, then the search's top `search.candidates` by its score, or, with a
+`search.predictor`, rounds of `search.round` picked by the predictor fitted on every
+candidate retrained before them.
+
+Its slice of the run state is `meta["retrain"]`: the baseline's picks, the
+candidates (arch, search score, source), the predictor's pool and features, and the
 results of those finished. Each finished candidate is also an export
 directory, RUN_DIR/retrain/<i>/ (arch.json with its record, weights/, and the
 masks of a sparse one), so a resumed run skips it and the export phase loads
@@ -21,7 +27,7 @@ from flax import nnx
 import nas
 from launch import __version__ as VERSION
 from launch import config as configs
-from launch import costs, export, phases
+from launch import costs, export, phases, rounds
 from launch.checkpoints import RunState
 from launch.phases import search, supernet
 from launch.prune import prune
@@ -111,10 +117,11 @@ def train_candidate(ctx, state: RunState, arch: dict, supernet_accuracy: float) 
                                rounds=pruned.rounds)
 
 
-def _record(r: Retrained) -> dict:
+def _record(r: Retrained, source: str = "search", seconds: float | None = None) -> dict:
     return {"choices": r.arch, "supernet_accuracy": r.supernet_accuracy, "val_accuracy": r.val_accuracy,
             "test_accuracy": r.test_accuracy, "dense_val_accuracy": r.dense_val_accuracy,
-            "dense_test_accuracy": r.dense_test_accuracy, "rounds": r.rounds}
+            "dense_test_accuracy": r.dense_test_accuracy, "rounds": r.rounds, "source": source,
+            "seconds": seconds}
 
 
 def _save_candidate(ctx, directory, r: Retrained) -> None:
@@ -146,36 +153,81 @@ def results(state: RunState) -> list[dict]:
     return state.meta[NAME]["results"]
 
 
+def baseline(state: RunState) -> list[dict]:
+    """The params baseline's picks: the `search.candidates` largest networks within the budget."""
+    return state.meta[NAME]["baseline"]
+
+
+def _plan(ctx, state: RunState, meta: dict) -> None:
+    """The candidates known before any training: the baseline's (`search.baseline`), then,
+    without a predictor, the search's top distinct networks not among them."""
+    cfg, size = ctx.cfg.search, functools.partial(network_size, ctx)
+    picks = rounds.largest_within_budget(ctx, state, cfg.candidates, size)
+    meta.update(baseline=picks, candidates=[], results=[])
+    if cfg.baseline:
+        scores = search.score(ctx, state, picks)
+        meta["candidates"] = [(a, float(s), "baseline") for a, s in zip(picks, scores)]
+    if cfg.predictor == "none":
+        planned = {rounds.key(ctx.space, a) for a, _, _ in meta["candidates"]}
+        top = top_candidates(ctx.space, search.evaluated(ctx, state), cfg.candidates + len(planned), size)
+        meta["candidates"] += [(a, s, "search") for a, s in top
+                               if rounds.key(ctx.space, a) not in planned][:cfg.candidates]
+
+
+def _next_round(ctx, state: RunState, meta: dict) -> list:
+    """The predictor's next round of candidates (empty once `search.candidates` are spent)."""
+    cfg = ctx.cfg.search
+    searched = sum(source != "baseline" for _, _, source in meta["candidates"])
+    if cfg.predictor == "none" or searched >= cfg.candidates:
+        return []
+    if "pool" not in meta:
+        archs, scores = rounds.pool(ctx, state, baseline(state))
+        ctx.say(f"predictor ({cfg.predictor}): features {', '.join(cfg.features)} of {len(archs):,} networks")
+        meta["pool"] = {"archs": archs, "scores": scores,
+                        "columns": rounds.feature_columns(ctx, archs, scores)}
+    pool = meta["pool"]
+    measured = {rounds.key(ctx.space, r["choices"]): r["val_accuracy"] for r in meta["results"]}
+    planned = {rounds.key(ctx.space, a) for a, _, _ in meta["candidates"]}
+    source = "predictor" if len(measured) >= 2 else "search"
+    picked = rounds.next_round(ctx, pool["archs"], pool["scores"],
+                               rounds.features(ctx, pool["archs"], pool["columns"]), measured, planned,
+                               min(cfg.round, cfg.candidates - searched))
+    return [(a, s, source) for a, s in picked]
+
+
 def run(ctx, state: RunState) -> RunState:
     if state.done(NAME):
         return state
     meta = state.meta.setdefault(NAME, {})
     if "candidates" not in meta:
-        top = top_candidates(ctx.space, search.evaluated(ctx, state), ctx.cfg.search.candidates,
-                             functools.partial(network_size, ctx))
-        meta.update(candidates=top, results=[])
-    candidates = meta["candidates"]
+        _plan(ctx, state, meta)
     ctx.clock.start(NAME)
-    for i in range(len(meta["results"]), len(candidates)):
-        arch, supernet_accuracy = candidates[i]
-        size = (f"{ctx.sparse.nonzero(ctx.space, arch):,} nonzero of {ctx.space.params(arch):,} params"
-                if ctx.sparse else f"{ctx.space.params(arch):,} params")
-        ctx.say(f"retrain {i + 1}/{len(candidates)} ({ctx.cfg.retrain.mode}): {json.dumps(arch)} — "
-                f"{size}, {configs.score_label(ctx.cfg)} {supernet_accuracy:.4g}")
-        seconds = ctx.clock.read(NAME)
-        outcome = train_candidate(ctx, state, arch, supernet_accuracy)
-        if ctx.parallel.is_writer:
-            _save_candidate(ctx, ctx.run_dir / NAME / str(i), outcome)
-        row = {"supernet_accuracy": supernet_accuracy, "params": ctx.space.params(arch)}
-        if ctx.sparse is not None:
-            row.update(dense_val_accuracy=outcome.dense_val_accuracy,
-                       dense_test_accuracy=outcome.dense_test_accuracy,
-                       nonzero=ctx.sparse.nonzero(ctx.space, arch))
-        ctx.log.log(NAME, i + 1, **row, val_accuracy=outcome.val_accuracy,
-                    test_accuracy=outcome.test_accuracy,
-                    seconds=round(ctx.clock.read(NAME) - seconds, 1))
-        meta["results"].append(_record(outcome))
-        if i + 1 < len(candidates):
-            phases.checkpoint(ctx, state, force=True)  # a candidate is worth a save
+    while True:
+        candidates = meta["candidates"]
+        for i in range(len(meta["results"]), len(candidates)):
+            arch, supernet_accuracy, source = candidates[i]
+            size = (f"{ctx.sparse.nonzero(ctx.space, arch):,} nonzero of {ctx.space.params(arch):,} params"
+                    if ctx.sparse else f"{ctx.space.params(arch):,} params")
+            ctx.say(f"retrain {i + 1} ({source}, {ctx.cfg.retrain.mode}): {json.dumps(arch)} — "
+                    f"{size}, {configs.score_label(ctx.cfg)} {supernet_accuracy:.4g}")
+            seconds = ctx.clock.read(NAME)
+            outcome = train_candidate(ctx, state, arch, supernet_accuracy)
+            seconds = round(ctx.clock.read(NAME) - seconds, 1)
+            if ctx.parallel.is_writer:
+                _save_candidate(ctx, ctx.run_dir / NAME / str(i), outcome)
+            row = {"supernet_accuracy": supernet_accuracy, "params": ctx.space.params(arch)}
+            if ctx.sparse is not None:
+                row.update(dense_val_accuracy=outcome.dense_val_accuracy,
+                           dense_test_accuracy=outcome.dense_test_accuracy,
+                           nonzero=ctx.sparse.nonzero(ctx.space, arch))
+            ctx.log.log(NAME, i + 1, **row, val_accuracy=outcome.val_accuracy,
+                        test_accuracy=outcome.test_accuracy, seconds=seconds)
+            meta["results"].append(_record(outcome, source, seconds))
+            if i + 1 < len(candidates) or ctx.cfg.search.predictor != "none":
+                phases.checkpoint(ctx, state, force=True)  # a candidate is worth a save
+        more = _next_round(ctx, state, meta)
+        if not more:
+            break
+        candidates.extend(more)
     ctx.clock.stop(NAME)
     return phases.finish(ctx, state, NAME)

@@ -1,0 +1,107 @@
+"""What the retrain phase retrains, and in which order: the params baseline, the search's
+top candidates, or rounds picked by a performance predictor (`search.predictor`).
+
+The params baseline is "the largest networks within the budget": the
+`search.candidates` largest distinct networks (parameters; nonzeros in a sparse
+run) that satisfy the run's constraint, over the whole space when it is small
+enough to enumerate, else over the archs the search evaluated.
+
+A predictor round fits `search.predictor` on every arch retrained so far (its
+validation accuracy) over the features of a pool — the distinct networks the
+search evaluated plus the baseline's — and retrains the `search.round` unmeasured
+networks of highest acquisition (expected improvement over the best measured, or
+an upper bound). The features are computed once per run, vmapped over the pool
+(`search.proxies.score_population`), and kept in the run state.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from launch import config as configs
+from launch.phases import search, supernet
+from search import predictor, proxies
+
+
+def key(space, arch: dict) -> tuple:
+    """One network's identity: its canonical choices."""
+    return tuple(space.canonical(arch).items())
+
+
+def largest_within_budget(ctx, state, k: int, size) -> list[dict]:
+    """The params baseline's picks: the `k` largest distinct networks (by `size(arch)`)
+    within the run's constraint; of equal size the first met in enumeration order."""
+    space = ctx.space
+    if space.size() <= supernet.ENUMERATE_LIMIT:
+        archs = space.enumerate(limit=supernet.ENUMERATE_LIMIT)
+    else:
+        archs = (a for a, _ in search.evaluated(ctx, state))
+    networks = {}
+    for arch in archs:
+        if ctx.constraint is None or ctx.constraint(arch):
+            networks.setdefault(key(space, arch), space.canonical(arch))
+    ordered = sorted(networks.values(), key=lambda a: -size(a))  # stable: enumeration order on ties
+    return ordered[:k]
+
+
+def pool(ctx, state, extra: list[dict]) -> tuple[list[dict], list[float]]:
+    """(distinct networks, their search score): those the search evaluated (the best score of
+    a network's encodings) then `extra` ones it did not, scored now."""
+    space, best = ctx.space, {}
+    for arch, score in search.evaluated(ctx, state):
+        k = key(space, arch)
+        if k not in best or score > best[k][1]:
+            best[k] = (space.canonical(arch), score)
+    missing = [a for a in extra if key(space, a) not in best]
+    if missing:
+        for arch, score in zip(missing, search.score(ctx, state, missing)):
+            best[key(space, arch)] = (space.canonical(arch), float(score))
+    archs = [a for a, _ in best.values()]
+    return archs, [s for _, s in best.values()]
+
+
+def feature_columns(ctx, archs: list[dict], scores: list[float]) -> dict[str, list[float]]:
+    """{feature: value per arch} of `search.features` (proxies at init, vmapped; the search's
+    score); `encoding` is built from the archs when needed (`features`)."""
+    out = {}
+    for name in ctx.cfg.search.features:
+        if name == "score":
+            out[name] = list(map(float, scores))
+        elif name != "encoding":
+            evaluator = search.ProxyEvaluator(name, ctx)
+            out[name] = proxies.score_population(name, ctx.space, archs, evaluator.x, evaluator.y,
+                                                 seed=ctx.cfg.seed, chunk=evaluator.chunk).tolist()
+    return out
+
+
+def features(ctx, archs: list[dict], columns: dict) -> np.ndarray:
+    """float[n, f]: the pool's standardized feature matrix."""
+    encoding = None
+    if "encoding" in ctx.cfg.search.features:
+        encoding = np.stack([ctx.space.index_vector(a) for a in archs])
+    options = np.array([len(v) for v in ctx.space.choices.values()])
+    return predictor.standardize(predictor.feature_matrix(
+        {k: np.asarray(v, np.float64) for k, v in columns.items()}, encoding, options))
+
+
+def acquisition(cfg: configs.Config, mean: np.ndarray, sd: np.ndarray, best: float) -> np.ndarray:
+    if cfg.search.acquisition == "ucb":
+        return predictor.upper_bound(mean, sd)
+    return predictor.expected_improvement(mean, sd, best)
+
+
+def next_round(ctx, archs: list[dict], scores: list[float], matrix: np.ndarray, measured: dict,
+               planned: set, k: int) -> list[tuple[dict, float]]:
+    """The next `k` (arch, search score) to retrain: by the predictor fitted on `measured`
+    ({network key: val accuracy}) when it holds ≥ 2 networks, else by the search's score;
+    never one already `planned` (keys)."""
+    keys = [key(ctx.space, a) for a in archs]
+    taken = np.array([k_ in planned for k_ in keys])
+    rows = [i for i, k_ in enumerate(keys) if k_ in measured]
+    if len(rows) >= 2:
+        fitted = predictor.fit(ctx.cfg.search.predictor, matrix[rows],
+                               np.array([measured[keys[i]] for i in rows]), seed=ctx.cfg.seed)
+        mean, sd = fitted.predict(matrix)
+        value = acquisition(ctx.cfg, mean, sd, max(measured.values()))
+    else:
+        value = np.asarray(scores, np.float64)
+    return [(archs[i], float(scores[i])) for i in predictor.top_untaken(value, taken, k)]
