@@ -689,6 +689,8 @@ def describe(section: str | None = None) -> str:
             path = f"{name}.{sub.name}"
             default = sub.default_factory() if sub.default_factory is not dataclasses.MISSING \
                 else sub.default
+            if dataclasses.is_dataclass(default):  # a nested section, e.g. data.augment
+                default = dataclasses.asdict(default)
             text = sub_helps[sub.name]
             if path in allowed:
                 text += f"; one of: {', '.join(map(str, allowed[path]))}"
