@@ -196,3 +196,12 @@ def test_broken_data_is_named_in_one_line_and_nothing_is_written(digit_folder, s
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nas: error: ") and str(victim) in lines[0], done.stderr
     assert not out.exists()
+
+
+def test_the_image_example_config_loads_an_image_folder(digit_folder):
+    from launch import config as configs
+    example = Path(__file__).resolve().parent.parent / "examples" / "images_convnet.yaml"
+    cfg = configs.load(example, [f"data.path={digit_folder}"])
+    data = configs.dataset(cfg)
+    assert data.augment == Augment(4, True) and data.scaled_by == "channel" and data.workers == 2
+    assert (len(data.train), len(data.val), len(data.test)) == (1080, 120, 597)
