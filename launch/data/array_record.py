@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from launch.data.core import Sources, read, register
+from launch.data.core import Sources, bad_path, directory_of, read, register
 
 SPEC = "spec.json"
 FORMAT = "jaxnas.array_record/1"
@@ -30,27 +30,24 @@ LABEL = np.dtype("<i4")
 SHARD_RECORDS = 100_000
 
 
-def _bad(path, message: str) -> ValueError:
-    return ValueError(f"data path {str(path)!r}: {message}")
-
 
 def read_spec(directory: Path) -> dict:
     """DIR/spec.json, checked field by field."""
     path = directory / SPEC
     if not path.is_file():
-        raise _bad(directory, f"no {SPEC}; write the directory with `nas data convert`")
+        raise bad_path(directory, f"no {SPEC}; write the directory with `nas data convert`")
     try:
         spec = json.loads(path.read_text("utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
-        raise _bad(path, f"not readable JSON ({err})") from None
+        raise bad_path(path, f"not readable JSON ({err})") from None
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
-        raise _bad(path, f"not a spec of format {FORMAT!r}")
+        raise bad_path(path, f"not a spec of format {FORMAT!r}")
     for key, kind in (("input_shape", list), ("dtype", str), ("divisor", (int, float)),
                       ("num_classes", int), ("splits", dict)):
         if not isinstance(spec.get(key), kind):
-            raise _bad(path, f"field {key!r} is missing or not a {getattr(kind, '__name__', 'number')}")
+            raise bad_path(path, f"field {key!r} is missing or not a {getattr(kind, '__name__', 'number')}")
     if "train" not in spec["splits"] or "test" not in spec["splits"]:
-        raise _bad(path, f"splits {sorted(spec['splits'])} lack 'train' or 'test'")
+        raise bad_path(path, f"splits {sorted(spec['splits'])} lack 'train' or 'test'")
     return spec
 
 
@@ -62,14 +59,14 @@ class ArrayRecordSource:
         self.paths = [directory / name for name in info["shards"]]
         for path in self.paths:
             if not path.is_file():
-                raise _bad(path, f"shard of split {split!r} listed in {SPEC} is missing")
+                raise bad_path(path, f"shard of split {split!r} listed in {SPEC} is missing")
         self.shape = tuple(spec["input_shape"])
         self.dtype = np.dtype(spec["dtype"])
         self.divisor = np.float32(spec["divisor"])
         self.split, self.directory = split, directory
         self._records = None
         if len(self) != info["examples"]:
-            raise _bad(directory, f"split {split!r} holds {len(self)} records, {SPEC} says "
+            raise bad_path(directory, f"split {split!r} holds {len(self)} records, {SPEC} says "
                                   f"{info['examples']}")
         if len(self):
             self._decode([self.records[0]], "record 0")
@@ -92,7 +89,7 @@ class ArrayRecordSource:
         for i, record in enumerate(raw):
             if len(record) != size:
                 name = where if isinstance(where, str) else f"record {int(where[i])}"
-                raise _bad(self.directory, f"split {self.split!r} {name} has {len(record)} bytes; "
+                raise bad_path(self.directory, f"split {self.split!r} {name} has {len(record)} bytes; "
                                            f"{SPEC}'s input {list(self.shape)} {self.dtype} needs {size}")
         data = np.frombuffer(b"".join(raw), np.uint8).reshape(len(raw), size)
         y = data[:, :LABEL.itemsize].copy().view(LABEL)[:, 0].astype(np.int32)
@@ -110,11 +107,7 @@ class ArrayRecordSource:
 @register("array_record")
 def _array_record(path: str | None = None) -> Sources:
     """Shards written by `nas data convert` (path: their directory)."""
-    if path is None:
-        raise ValueError("data 'array_record' needs path=DIR (written by `nas data convert`)")
-    directory = Path(path)
-    if not directory.is_dir():
-        raise _bad(directory, "is not a directory")
+    directory = directory_of("array_record", path, "written by `nas data convert`")
     spec = read_spec(directory)
     splits = {name: ArrayRecordSource(directory, spec, name) for name in spec["splits"]}
     return Sources(splits.pop("train"), splits.pop("test"), spec["num_classes"],

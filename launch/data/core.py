@@ -10,6 +10,7 @@ its phases read batches through `launch.data.stream`, never a whole split.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
@@ -172,6 +173,21 @@ class Dataset:
         augmented = f", augmented ({self.augment})" if self.augment is not None else ""
         return (f"{self.name}: input {self.input_shape}, {self.num_classes} classes, "
                 f"{len(self.train)} train / {len(self.val)} val / {len(self.test)} test{scaled}{augmented}")
+
+
+def bad_path(path, message: str) -> ValueError:
+    """The error of a data file or folder: one line naming it."""
+    return ValueError(f"data path {str(path)!r}: {message}")
+
+
+def directory_of(name: str, path: str | None, holds: str) -> Path:
+    """`path` of data source `name` as a directory that exists."""
+    if path is None:
+        raise ValueError(f"data {name!r} needs path=DIR ({holds})")
+    directory = Path(path)
+    if not directory.is_dir():
+        raise bad_path(directory, "is not a directory")
+    return directory
 
 
 LoaderFn = Callable[..., "Sources | tuple"]

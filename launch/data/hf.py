@@ -14,11 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from launch.data.core import Sources, register
-
-
-def _bad(path, message: str) -> ValueError:
-    return ValueError(f"data path {str(path)!r}: {message}")
+from launch.data.core import Sources, bad_path, directory_of, register
 
 
 def _parquet_files(root: Path, split: str) -> list[str]:
@@ -37,7 +33,7 @@ def _tables(root: Path) -> dict:
         if files:
             tables[split] = datasets.Dataset.from_parquet(files, keep_in_memory=False)
     if not tables:
-        raise _bad(root, "holds neither a save_to_disk DatasetDict (dataset_dict.json) nor "
+        raise bad_path(root, "holds neither a save_to_disk DatasetDict (dataset_dict.json) nor "
                          "<split>.parquet files")
     return tables
 
@@ -74,19 +70,15 @@ class HFSource:
 def _hf(path: str | None = None, x: str | None = None, label: str = "label") -> Sources:
     """A local Hugging Face data set (path: a save_to_disk directory or parquet files)."""
     import datasets
-    if path is None:
-        raise ValueError("data 'hf' needs path=DIR (a save_to_disk directory or parquet files)")
-    root = Path(path)
-    if not root.is_dir():
-        raise _bad(root, "is not a directory")
+    root = directory_of("hf", path, "a save_to_disk directory or parquet files")
     tables = _tables(root)
     if "train" not in tables or "test" not in tables:
-        raise _bad(root, f"has splits {sorted(tables)}; needs 'train' and 'test'")
+        raise bad_path(root, f"has splits {sorted(tables)}; needs 'train' and 'test'")
     features = tables["train"].features
     x = x or ("image" if "image" in features else "x")
     for column in (x, label):
         if column not in features:
-            raise _bad(root, f"has no column {column!r} (columns {sorted(features)}); name the "
+            raise bad_path(root, f"has no column {column!r} (columns {sorted(features)}); name the "
                              "input and label columns with data.options.x and data.options.label")
     image = isinstance(features[x], datasets.Image)
     first = tables["train"][0][x]

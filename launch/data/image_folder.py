@@ -15,13 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from launch.data.core import Sources, register
+from launch.data.core import Sources, bad_path, register
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 
-
-def _bad(path, message: str) -> ValueError:
-    return ValueError(f"data path {str(path)!r}: {message}")
 
 
 def _files(split_dir: Path, classes: list[str]) -> tuple[list[Path], np.ndarray]:
@@ -32,7 +29,7 @@ def _files(split_dir: Path, classes: list[str]) -> tuple[list[Path], np.ndarray]
             continue
         found = sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS)
         if not found:
-            raise _bad(folder, f"class folder holds no image ({', '.join(EXTENSIONS)})")
+            raise bad_path(folder, f"class folder holds no image ({', '.join(EXTENSIONS)})")
         files += found
         labels += [label] * len(found)
     return files, np.asarray(labels, np.int32)
@@ -62,9 +59,9 @@ class ImageFolderSource:
                     image = _resize_crop(image, self.size)
                 pixels = np.asarray(image, np.float32)
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-            raise _bad(path, f"is not a readable image ({err})") from None
+            raise bad_path(path, f"is not a readable image ({err})") from None
         if pixels.shape[:2] != self.size:
-            raise _bad(path, f"is {pixels.shape[1]}×{pixels.shape[0]} pixels, the folder's images "
+            raise bad_path(path, f"is {pixels.shape[1]}×{pixels.shape[0]} pixels, the folder's images "
                              f"{self.size[1]}×{self.size[0]}; set data.options.size to resize them")
         return pixels.reshape(*self.size, self.channels) / np.float32(255), int(self._labels[index])
 
@@ -88,7 +85,7 @@ def _check_headers(files: list[Path]) -> None:
             with Image.open(path) as image:
                 image.verify()
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-            raise _bad(path, f"is not a readable image ({err})") from None
+            raise bad_path(path, f"is not a readable image ({err})") from None
 
 
 @register("image_folder")
@@ -100,15 +97,15 @@ def _image_folder(path: str | None = None, size=None, channels: int | None = Non
         raise ValueError("data 'image_folder' needs path=ROOT holding train/<class>/*.png and test/…")
     root = Path(path)
     if not (root / "train").is_dir() or not (root / "test").is_dir():
-        raise _bad(root, "needs sub-folders train/ and test/, each holding one folder per class")
+        raise bad_path(root, "needs sub-folders train/ and test/, each holding one folder per class")
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     if not classes:
-        raise _bad(root / "train", "holds no class folder")
+        raise bad_path(root / "train", "holds no class folder")
     for split in splits:
         if (root / split).is_dir():
             extra = sorted({p.name for p in (root / split).iterdir() if p.is_dir()} - set(classes))
             if extra:
-                raise _bad(root / split / extra[0], "is a class the train split does not have")
+                raise bad_path(root / split / extra[0], "is a class the train split does not have")
     found = {split: _files(root / split, classes) for split in splits if (root / split).is_dir()}
     if channels not in (None, 1, 3):
         raise ValueError(f"config data.options.channels must be 1 or 3, got {channels!r}")
