@@ -47,16 +47,18 @@ class NoiseImages:
         return x[0], int(y[0])
 
 
-def noise_set(records: int) -> Path:
-    """The cached ArrayRecord set of `records` noise images (written on first use)."""
+def noise_set(records: int, directory: Path | None = None) -> Path:
+    """The ArrayRecord set of `records` noise images in `directory` (default: the user
+    cache, where it is kept for the next run), written on first use."""
     from launch.data import array_record
     from launch.data.core import Sources
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jaxnas" / "bench"
+    cache = directory or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jaxnas" / "bench"
     path = cache / f"noise-32x32x3-{records}"
     if not (path / array_record.SPEC).is_file():
-        print(f"writing {records:,} noise images to {path} (once)", flush=True)
+        if directory is None:
+            print(f"writing {records:,} noise images to {path} (once)", flush=True)
         sources = Sources(NoiseImages(records), NoiseImages(1000, seed=1), 10, RECORD_SHAPE, "image")
-        array_record.write(sources, path, dtype="uint8", divisor=255)
+        array_record.write(sources, path, dtype="uint8", divisor=255, progress=directory is None)
     return path
 
 

@@ -11,8 +11,9 @@ defaults are set from (`make bench-device`, or `python -m benchmarks.device [--q
 3. Split training after a split (`split.training`): joint (one vmapped step over the
    sub-supernets) against sequential, steps per second (`benchmarks.splits`).
 4. Data-parallel sampled steps per second over 1, 2, 4, … local devices (`benchmarks.scale`).
-5. Input pipeline throughput: not built yet (the streaming pipeline lands separately); its
-   row says so.
+5. Input pipeline throughput (`benchmarks.data`): examples per second of the streamed
+   batches alone (ArrayRecord shards of 32×32×3 images, random crop and flip) per number of
+   worker processes.
 
 Writes every number to JSON (`--out`, default `device_bench.json`) and prints a table.
 `--quick` runs the same code at small sizes (a few tens of seconds on a CPU), which is what
@@ -54,7 +55,6 @@ PEAK_FLOPS = {
 }
 DTYPES = ("float32", "bfloat16")
 CHUNKS = (1, 8, 32, 64, 128)
-NOT_BUILT = "not built yet: the streaming input pipeline (docs/design.md, issue 25) is not in this checkout"
 
 # Sizes: (space options, input shape, batch). Full: AutoFormer-T's vit widths and an OFA-like
 # convnet on 32×32 images; quick: CPU-sized.
@@ -214,9 +214,18 @@ def measure(quick: bool) -> dict:
                                                               else (512, repeats))),
         "splits": timed("splits", split_training, split_settings, repeats, ("depth_0",) if quick else ()),
         "devices": timed("devices", scaling, repeats, 16 if quick else scale.BATCH),
-        "input_pipeline": NOT_BUILT,
+        "input_pipeline": timed("input_pipeline", input_pipeline, quick),
         "seconds": seconds,
     }
+
+
+def input_pipeline(quick: bool) -> list[dict]:
+    """Examples per second of the input pipeline per worker count, on generated shards."""
+    from benchmarks import data as data_bench
+    with tempfile.TemporaryDirectory() as tmp:
+        path = data_bench.noise_set(2_000 if quick else 200_000, Path(tmp))
+        return [{"workers": workers, "examples_per_second": data_bench.pipeline_rate(
+                    path, workers, 5 if quick else 100)} for workers in ((0,) if quick else (0, 2, 4, 8))]
 
 
 def _number(value, fmt: str) -> str:
@@ -245,8 +254,9 @@ def table(result: dict) -> str:
     lines += ["", f"{'devices':<8} {'steps/s':>8} {'vs 1':>6}"]
     lines += [f"{r['devices']:<8} {r['steps_per_second']:>8.2f} {r['vs_one']:>6.2f}"
               for r in result["devices"]]
-    lines += ["", f"input pipeline: {result['input_pipeline']}",
-              "seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in result["seconds"].items())]
+    lines += ["", f"{'input workers':<14} {'examples/s':>11}"]
+    lines += [f"{r['workers']:<14} {r['examples_per_second']:>11,.0f}" for r in result["input_pipeline"]]
+    lines += ["", "seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in result["seconds"].items())]
     return "\n".join(lines)
 
 
