@@ -113,7 +113,7 @@ def report(curves: dict, at=(50, 200)) -> str:
 
 
 def plot(path: Path, curves: dict, title: str) -> None:
-    from launch.plots import _save, subplots
+    from launch.plots import save, subplots
     fig, ax = subplots(figsize=(6.5, 4.5))
     for name, c in curves.items():
         steps = np.arange(1, c.shape[1] + 1)
@@ -122,7 +122,7 @@ def plot(path: Path, curves: dict, title: str) -> None:
         ax.fill_between(steps, np.maximum(mean - sd, 1e-6), mean + sd, alpha=0.15)
     ax.set(xlabel="evaluations", ylabel="regret (test accuracy)", yscale="log", title=title)
     ax.legend()
-    _save(fig, Path(path))
+    save(fig, Path(path))
 
 
 def run(table: Table, names=None, runs: int = 20, evaluations: int = 200, png: Path | None = None,

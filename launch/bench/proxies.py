@@ -56,7 +56,7 @@ def correlations(table: Table, proxy_scores: dict) -> dict[str, dict[str, float]
 
 
 def plot(path: Path, table: Table, proxy_scores: dict, correlation: dict) -> None:
-    from launch.plots import _save, subplots
+    from launch.plots import save, subplots
     names = list(proxy_scores)
     cols = min(4, len(names))
     rows = math.ceil(len(names) / cols)
@@ -71,7 +71,7 @@ def plot(path: Path, table: Table, proxy_scores: dict, correlation: dict) -> Non
         ax.axis("off")
     fig.suptitle(f"zero-cost proxies on {table.space.name} ({len(table)} archs)")
     fig.tight_layout()
-    _save(fig, Path(path))
+    save(fig, Path(path))
 
 
 def report(table: Table, correlation: dict, seeds: int) -> str:

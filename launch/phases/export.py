@@ -108,9 +108,9 @@ def _info(ctx, state: RunState, chosen: retrain.Retrained) -> dict:
                                    "val_accuracy": r["val_accuracy"], "test_accuracy": r["test_accuracy"],
                                    "dense_test_accuracy": r["dense_test_accuracy"], "source": r["source"]}
                                   for r in retrain.results(state)],
-                   "predictor": cfg.search.predictor},
+                   "predictor": cfg.search.predictor,
+                   **({"split": supernet.tree(state).to_dict()} if supernet.is_split(ctx) else {})},
         "baseline": baseline_comparison(ctx, state, chosen),
-                   **({"split": supernet.tree(state).to_dict()} if supernet.is_split(ctx) else {}),
         "cost": _cost(ctx, state), "data": cfg.data.name,
         "retrain": dataclasses.asdict(TrainConfig.from_config(cfg)),
         "space_config": ctx.retrain_space.to_dict(), **export.preprocessing(ctx.data),
