@@ -1,11 +1,14 @@
 """A whole `nas search` on eight (fake CPU) devices, and on two processes joined by
 `jax.distributed` on localhost, ends on the same architecture with the same metrics as on
-one device in one process; supernet losses agree within 1e-5."""
+one device in one process; supernet losses agree within 1e-5. A run stopped on one process
+resumes on two."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -99,4 +102,30 @@ def test_two_processes_search_like_one(reference, tmp_path):
     assert "data parallel over 2 cpu device(s) over 2 processes" in outputs[0][0]
     ours = [line for line in outputs[1][0].splitlines() if not line.startswith("[Gloo]")]
     assert ours == []  # only process 0 prints and writes
+    _assert_same_search(run, one)
+
+
+def test_a_one_process_run_resumes_on_two_processes(reference, tmp_path):
+    """The batch stream's position does not depend on the process count: a run stopped on
+    one process continues on two (each reading its own rows) and ends like the reference."""
+    _, one = reference
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "checkpoint": {"every_steps": 3, "every_seconds": None}}))
+    run = tmp_path / "run"
+    first = subprocess.Popen(_nas("search", str(config), "--out", str(run), "--quiet"), env=_env(1),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while first.poll() is None and not (run / "checkpoints" / "4").exists():
+        time.sleep(0.05)
+    first.send_signal(signal.SIGTERM)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0 and "nas resume" in out, err
+    coordinator = f"127.0.0.1:{_free_port()}"
+    processes = [subprocess.Popen(_nas("resume", str(run), "--quiet", "--coordinator", coordinator,
+                                       "--num-processes", "2", "--process-id", str(i)),
+                                  env=_env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(2)]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    for p, (_, err) in zip(processes, outputs):
+        assert p.returncode == 0, err
+    assert "over 2 processes" in outputs[0][0] and "resumed the supernet phase" in outputs[0][0]
     _assert_same_search(run, one)
