@@ -228,3 +228,23 @@ def test_predictor_study_judges_each_ranking_on_the_held_out_archs(tmp_path, cap
     table.save(tmp_path / "t.csv")
     assert cli.main(["bench", "predictor", str(tmp_path / "t.csv"), "--labels", "20", "--quiet"]) == 2
     assert "--labels must be in [2, 12)" in capsys.readouterr().err
+
+
+def test_params_and_predictor_rows_against_hand_computed_searches():
+    space = _mlp()
+    archs = select(space, 12)
+    params = np.array([space.params(a) for a in archs])
+    accuracy = np.random.default_rng(2).random((12, 2))
+    table = _table(space, archs, accuracy)
+    best = table.mean.max()
+    # The params row evaluates the largest networks first: its regret is that order's.
+    largest_first = np.argsort(-params, kind="stable")
+    expected = best - np.maximum.accumulate(table.mean[largest_first])
+    curves = controllers.params_curves(table, runs=2, evaluations=14)
+    if len(set(params)) == len(params):  # no ties: every run is that order
+        np.testing.assert_allclose(curves[0], np.concatenate([expected, [expected[-1]] * 2]))
+    # The predictor starts with the two largest and never repeats one (12 evaluations see all 12).
+    features = np.stack([np.log(params), table.mean], axis=1)  # a feature that knows the answer
+    curve = controllers.predictor_curves(table, features, runs=1, evaluations=12)[0]
+    assert curve[1] == pytest.approx(best - table.mean[largest_first[:2]].max())
+    assert curve[-1] == 0.0 and np.all(np.diff(curve) <= 1e-12)

@@ -9,6 +9,14 @@ noisy measurement, as a real evaluation is); regret after e evaluations is the
 table's best mean accuracy minus the best mean accuracy among the archs
 evaluated so far. G-REA ranks its mutants by GradSign at init (free: computed
 once for the table). Each controller runs `runs` times with different seeds.
+
+Two rows besides the controllers:
+- `params`, the params baseline as a search: the table's networks largest first
+  (networks of one size in a random order per run).
+- `predictor`, rounds of one by Bayesian ridge (`search.predictor: ridge`): the two
+  largest networks first, then each evaluation fits the predictor on every noisy
+  measurement so far over zero-cost features at init (`launch.bench.predictor.FEATURES`)
+  and evaluates the unmeasured network of highest expected improvement.
 """
 from __future__ import annotations
 
@@ -17,9 +25,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from launch.bench import predictor as bench_predictor
 from launch.bench import proxies as bench_proxies
 from launch.bench.table import Table
-from search import controllers
+from search import controllers, predictor
 from spaces.core import Space
 
 # Populations sized for a table of a few hundred networks, so evolution starts
@@ -101,6 +110,44 @@ def regret_curves(table: Table, names, runs: int = 20, evaluations: int = 200,
     return out
 
 
+def _regret(table: Table, order, evaluations: int) -> np.ndarray:
+    """Regret after each of the first `evaluations` networks of `order` (the last value
+    repeated once the table is spent)."""
+    found = np.maximum.accumulate(table.mean[np.asarray(order)[:evaluations]])
+    regret = float(table.mean.max()) - found
+    return np.concatenate([regret, np.full(evaluations - len(regret), regret[-1])])
+
+
+def params_curves(table: Table, runs: int, evaluations: int) -> np.ndarray:
+    """float[runs, evaluations]: the params baseline's regret (largest networks first)."""
+    return np.stack([_regret(table, np.lexsort((np.random.default_rng([run, 3]).random(len(table)),
+                                                -table.params)), evaluations) for run in range(runs)])
+
+
+def predictor_curves(table: Table, features: np.ndarray, runs: int, evaluations: int,
+                     name: str = "ridge") -> np.ndarray:
+    """float[runs, evaluations]: regret of evaluating, one at a time, the network of highest
+    expected improvement under predictor `name` fitted on the noisy measurements so far."""
+    largest = np.argsort(-table.params, kind="stable")[:2]
+    curves = []
+    for run in range(runs):
+        noise = np.random.default_rng([run, 1])
+        taken, order, measured = np.zeros(len(table), bool), [], []
+        for e in range(min(evaluations, len(table))):
+            if e < len(largest):
+                row = int(largest[e])
+            else:
+                fitted = predictor.fit(name, features[order], np.asarray(measured), seed=run)
+                mean, sd = fitted.predict(features)
+                row = predictor.top_untaken(predictor.expected_improvement(mean, sd, max(measured)),
+                                            taken, 1)[0]
+            taken[row] = True
+            order.append(row)
+            measured.append(float(table.accuracy[row, noise.integers(table.accuracy.shape[1])]))
+        curves.append(_regret(table, order, evaluations))
+    return np.stack(curves)
+
+
 def report(curves: dict, at=(50, 200)) -> str:
     lines = ["regret (best mean test accuracy of the table − best found), mean ± sd over "
              f"{len(next(iter(curves.values())))} runs",
@@ -136,7 +183,11 @@ def run(table: Table, names=None, runs: int = 20, evaluations: int = 200, png: P
     if "grea" in names:
         gradsign = bench_proxies.scores(table, ["gradsign"], (0,), progress=progress)["gradsign"][0]
     curves = regret_curves(table, names, runs, evaluations, gradsign, progress)
-    print(report(curves, tuple(e for e in (50, 100, 200) if e <= evaluations)))
+    curves["params"] = params_curves(table, runs, evaluations)
+    columns = bench_proxies.scores(table, list(bench_predictor.FEATURES), (0,), progress=progress)
+    features = predictor.standardize(predictor.feature_matrix({n: v[0] for n, v in columns.items()}))
+    curves["predictor"] = predictor_curves(table, features, runs, evaluations)
+    print(report(curves, tuple(e for e in (5, 10, 20, 50, 100, 200) if e <= evaluations)))
     if png is not None:
         plot(png, curves, f"controllers on {table.space.name} ({len(table)} archs, {runs} runs)")
         print(f"wrote {png}")
