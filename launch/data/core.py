@@ -4,7 +4,7 @@ A *source* holds examples of one file split (`len`, `source[i] -> (x, y)`, and `
 for many at once); in-memory arrays, ArrayRecord shards, image folders and Hugging Face
 tables are all sources. A `Split` is a view of some of a source's rows (the validation
 split is a seeded share of train, or a file split of its own). A `Dataset` holds the
-three splits and how inputs are scaled (`standardization`, stored with the export);
+three splits and how inputs are scaled (`scaling`, stored with the export as `standardization`);
 its phases read batches through `launch.data.stream`, never a whole split.
 """
 from __future__ import annotations
@@ -52,14 +52,11 @@ class ArraySource:
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.x[indices], self.y[indices]
 
-    def labels(self) -> np.ndarray:
-        return self.y
-
 
 @dataclasses.dataclass(frozen=True)
 class Split:
     """Rows `rows` of `source` (all of them for None), read by position 0 … len − 1."""
-    source: object
+    source: Source
     rows: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -118,8 +115,8 @@ class Sources:
     """What a data source gives `load`: the file splits (train and test, and any others such
     as "val"), the number of classes and the input shape. `kind` "image" marks [H, W, C]
     inputs, which augmentation and per-channel normalisation need."""
-    train: object
-    test: object
+    train: Source
+    test: Source
     num_classes: int
     input_shape: tuple[int, ...]
     kind: str = "array"
@@ -148,10 +145,6 @@ class Dataset:
     scaled_by: str | None = None       # "feature" (data.standardize) or "channel" (data.normalize)
     augment: object | None = None      # launch.data.stream.Augment for training batches
     workers: int = 0                   # input worker processes (grain mp_prefetch)
-
-    @property
-    def standardization(self) -> dict | None:
-        return None if self.scaling is None else self.scaling.to_dict()
 
     def scale(self, x: np.ndarray) -> np.ndarray:
         return x if self.scaling is None else self.scaling(x).astype(np.float32)
@@ -240,6 +233,20 @@ def check_arrays(name: str, x_train, y_train, x_test, y_test) -> None:
                          "training example has; the model could never predict them")
 
 
+def sources_of(name: str, options: dict) -> Sources:
+    """What data source `name` gives for `options` (arrays of data held in memory checked
+    and wrapped); its errors name the data set."""
+    try:
+        found = loader(name)(**options)
+    except TypeError as err:
+        raise ValueError(f"data {name!r}: bad option ({err})") from None
+    except ValueError as err:  # a loader's own complaint, named by its data set
+        message = str(err)
+        raise ValueError(message if message.startswith(("data ", f"{options.get('path')}")) else
+                         f"data {name!r} (options {options}): {message}") from None
+    return in_memory(*found, name=name) if isinstance(found, tuple) else found
+
+
 # Statistics of a source too big to read whole come from this many seeded training examples.
 STATISTICS_EXAMPLES = 20_000
 
@@ -251,22 +258,13 @@ def load(name: str, *, seed: int = 0, val_fraction: float = 0.1, val_split: str 
     chosen by `seed` (`val_split` "train"), or the source's file split `val_split`. With
     `standardize` (per feature) or `normalize` (per channel, images) every read is scaled
     by the training split's statistics."""
-    source_of = loader(name)
+    loader(name)
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if standardize and normalize:
         raise ValueError("config data.standardize and data.normalize are exclusive: per feature "
                          "(tables) or per channel (images)")
-    try:
-        found = source_of(**options)
-    except TypeError as err:
-        raise ValueError(f"data {name!r}: bad option ({err})") from None
-    except ValueError as err:  # a loader's own complaint, named by its data set
-        message = str(err)
-        raise ValueError(message if message.startswith(("data ", f"{options.get('path')}")) else
-                         f"data {name!r} (options {options}): {message}") from None
-    if isinstance(found, tuple):
-        found = in_memory(*found, name=name)
+    found = sources_of(name, options)
     if val_split == "train":
         order = np.random.default_rng(seed).permutation(len(found.train))
         n_val = int(round(val_fraction * len(found.train)))

@@ -46,9 +46,6 @@ class ImageFolderSource:
     def __len__(self) -> int:
         return len(self.files)
 
-    def labels(self) -> np.ndarray:
-        return self._labels
-
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         from PIL import Image, UnidentifiedImageError
         path = self.files[index]

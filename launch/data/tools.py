@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from launch.data import array_record
-from launch.data.core import Sources, in_memory, loader, read
+from launch.data.core import Sources, read, sources_of
 
 
 def detect(path: Path) -> str:
@@ -36,10 +36,7 @@ def sources(source: str | None, path: str | None, options: dict) -> tuple[str, S
         if path is None:
             raise ValueError("name a data set (e.g. digits) or give --path")
         source = detect(Path(path))
-    found = loader(source)(**options, **({"path": path} if path is not None else {}))
-    if isinstance(found, tuple):
-        found = in_memory(*found, name=source)
-    return source, found
+    return source, sources_of(source, {**options, **({"path": path} if path is not None else {})})
 
 
 def storage_dtype(found: Sources, requested: str) -> tuple[str, float]:
