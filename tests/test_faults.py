@@ -444,7 +444,7 @@ class TinyMLP(MLPSpace):
 spaces.register("tinymlp", TinyMLP)
 
 
-@data.register("blobs")
+@data.register("toyblobs")
 def blobs(n: int = 300):
     rng = np.random.default_rng(0)
     y = np.arange(n) % 3
@@ -457,7 +457,7 @@ def test_a_plugin_space_and_data_set_search_export_and_load_in_a_fresh_process(t
                                                                                capsys):
     (tmp_path / "toyplug.py").write_text(PLUGIN)
     config = tmp_path / "plugged.yaml"
-    config.write_text(yaml.safe_dump({**TINY_MLP, "space": {"name": "tinymlp"}, "data": {"name": "blobs"},
+    config.write_text(yaml.safe_dump({**TINY_MLP, "space": {"name": "tinymlp"}, "data": {"name": "toyblobs"},
                                       "supernet": {"epochs": 2, "batch_size": 32},
                                       "retrain": {"epochs": 2, "batch_size": 32}}))
     monkeypatch.chdir(tmp_path)
