@@ -3,14 +3,23 @@ top candidates, or rounds picked by a performance predictor (`search.predictor`)
 
 The params baseline is "the largest networks within the budget": the
 `search.candidates` largest distinct networks (parameters; nonzeros in a sparse
-run) that satisfy the run's constraint, over the whole space when it is small
-enough to enumerate, else over the archs the search evaluated.
+run; of equal size, the most FLOPs first) that satisfy the run's constraint, over
+the whole space when it is small enough to enumerate, else over the archs the
+search evaluated. Many networks can share the largest size (27 of cnn1d's at
+4,994 params), and FLOPs tell them apart: capacity early, at full resolution,
+costs FLOPs but no extra params (docs/search.md has the measurements).
 
 A predictor round fits `search.predictor` on every arch retrained so far (its
 validation accuracy) over the features of a pool — the distinct networks the
-search evaluated plus the baseline's — and retrains the `search.round` unmeasured
-networks of highest acquisition (expected improvement over the best measured, or
-an upper bound). The features are computed once per run, vmapped over the pool
+search evaluated, the baseline's, and the neighbours (one decision changed, within
+the constraint) of each round's best measured network — and retrains the
+`search.round` unmeasured networks of highest acquisition (expected improvement
+over the best measured, or an upper bound) within a trust region: the smallest
+number of changed decisions around the best measured network that holds enough
+unmeasured ones (BANANAS's local search over mutations of the best). Fitted on a
+handful of networks, a predictor is least sure, so most hopeful, about the
+farthest ones: without the region the acquisition goes to the pool's extremes.
+The features are computed once per network, vmapped over the pool
 (`search.proxies.score_population`), and kept in the run state.
 """
 from __future__ import annotations
@@ -28,8 +37,9 @@ def key(space, arch: dict) -> tuple:
 
 
 def largest_within_budget(ctx, state, k: int, size) -> list[dict]:
-    """The params baseline's picks: the `k` largest distinct networks (by `size(arch)`)
-    within the run's constraint; of equal size the first met in enumeration order."""
+    """The params baseline's picks: the `k` largest distinct networks (by `size(arch)`, then
+    by FLOPs) within the run's constraint; of equal size and FLOPs the first met in
+    enumeration order."""
     space = ctx.space
     if space.size() <= supernet.ENUMERATE_LIMIT:
         archs = space.enumerate(limit=supernet.ENUMERATE_LIMIT)
@@ -39,7 +49,7 @@ def largest_within_budget(ctx, state, k: int, size) -> list[dict]:
     for arch in archs:
         if ctx.constraint is None or ctx.constraint(arch):
             networks.setdefault(key(space, arch), space.canonical(arch))
-    ordered = sorted(networks.values(), key=lambda a: -size(a))  # stable: enumeration order on ties
+    ordered = sorted(networks.values(), key=lambda a: (-size(a), -space.flops(a)))  # stable on ties
     return ordered[:k]
 
 
@@ -51,12 +61,58 @@ def pool(ctx, state, extra: list[dict]) -> tuple[list[dict], list[float]]:
         k = key(space, arch)
         if k not in best or score > best[k][1]:
             best[k] = (space.canonical(arch), score)
-    missing = [a for a in extra if key(space, a) not in best]
+    missing = unknown(space, extra, best)
     if missing:
         for arch, score in zip(missing, search.score(ctx, state, missing)):
             best[key(space, arch)] = (space.canonical(arch), float(score))
     archs = [a for a, _ in best.values()]
     return archs, [s for _, s in best.values()]
+
+
+def unknown(space, archs: list[dict], known) -> list[dict]:
+    """The distinct networks of `archs` (canonical) whose key is not in `known`."""
+    out = {}
+    for arch in archs:
+        k = key(space, arch)
+        if k not in known:
+            out.setdefault(k, space.canonical(arch))
+    return list(out.values())
+
+
+def neighbours_within(ctx, arch: dict) -> list[dict]:
+    """The networks one decision away from `arch` that satisfy the run's constraint."""
+    return [a for a in ctx.space.neighbours(arch) if ctx.constraint is None or ctx.constraint(a)]
+
+
+def grow(ctx, state, pool: dict, archs: list[dict]) -> int:
+    """Add to `pool` ({archs, scores, columns}) the networks of `archs` it lacks, with their
+    search score and features; how many were added."""
+    missing = unknown(ctx.space, archs, {key(ctx.space, a) for a in pool["archs"]})
+    if missing:
+        scores = [float(s) for s in search.score(ctx, state, missing)]
+        columns = feature_columns(ctx, missing, scores)
+        pool["archs"] += missing
+        pool["scores"] += scores
+        for name, values in columns.items():
+            pool["columns"][name] += values
+    return len(missing)
+
+
+def distance(space, a: dict, b: dict) -> int:
+    """How many decisions two networks' canonical forms differ in."""
+    a, b = space.canonical(a), space.canonical(b)
+    return sum(a[k] != b[k] for k in a)
+
+
+def trust_region(space, archs: list[dict], centre: dict, taken: np.ndarray, k: int) -> np.ndarray:
+    """bool[n]: the networks within the smallest distance of `centre` (decisions changed, from
+    1 up) that holds `k` untaken ones; every network when none does."""
+    far = np.array([distance(space, a, centre) for a in archs])
+    for radius in range(1, int(far.max(initial=0)) + 1):
+        inside = far <= radius
+        if (inside & ~taken).sum() >= k:
+            return inside
+    return np.ones(len(archs), bool)
 
 
 def feature_columns(ctx, archs: list[dict], scores: list[float]) -> dict[str, list[float]]:
@@ -92,8 +148,8 @@ def acquisition(cfg: configs.Config, mean: np.ndarray, sd: np.ndarray, best: flo
 def next_round(ctx, archs: list[dict], scores: list[float], matrix: np.ndarray, measured: dict,
                planned: set, k: int) -> list[tuple[dict, float]]:
     """The next `k` (arch, search score) to retrain: by the predictor fitted on `measured`
-    ({network key: val accuracy}) when it holds ≥ 2 networks, else by the search's score;
-    never one already `planned` (keys)."""
+    ({network key: val accuracy}) when it holds ≥ 2 networks, within the trust region
+    around the best measured, else by the search's score; never one already `planned` (keys)."""
     keys = [key(ctx.space, a) for a in archs]
     taken = np.array([k_ in planned for k_ in keys])
     rows = [i for i, k_ in enumerate(keys) if k_ in measured]
@@ -101,7 +157,9 @@ def next_round(ctx, archs: list[dict], scores: list[float], matrix: np.ndarray, 
         fitted = predictor.fit(ctx.cfg.search.predictor, matrix[rows],
                                np.array([measured[keys[i]] for i in rows]), seed=ctx.cfg.seed)
         mean, sd = fitted.predict(matrix)
-        value = acquisition(ctx.cfg, mean, sd, max(measured.values()))
+        best = max(rows, key=lambda i: measured[keys[i]])
+        inside = trust_region(ctx.space, archs, archs[best], taken, k)
+        value = np.where(inside, acquisition(ctx.cfg, mean, sd, measured[keys[best]]), -np.inf)
     else:
         value = np.asarray(scores, np.float64)
     return [(archs[i], float(scores[i])) for i in predictor.top_untaken(value, taken, k)]

@@ -276,6 +276,17 @@ class Space:
             child[key] = others[rng.integers(len(others))]
         return child
 
+    def neighbours(self, arch: Mapping) -> list[Arch]:
+        """The distinct networks one decision away from `arch` (canonical forms, in decision
+        then option order): every network `mutate` can return."""
+        arch = self.validate(arch)
+        out = {}
+        for key, options in self._network_changes(arch).items():
+            for option in options:
+                network = self.canonical({**arch, key: option})
+                out.setdefault(tuple(network.items()), network)
+        return list(out.values())
+
     def _network_changes(self, arch: Arch) -> dict[str, list]:
         """Per decision, the other options that make a different network of `arch`
         (decisions with none left out)."""

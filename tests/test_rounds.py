@@ -18,15 +18,18 @@ def _ctx(space, constraint=None, **search):
     return types.SimpleNamespace(space=space, constraint=constraint, cfg=cfg)
 
 
-def test_largest_within_budget_is_the_k_largest_feasible_networks():
-    space = spaces.get("mlp", max_depth=2, widths=(4, 8, 16), activations=("relu",)).bind((8,), 3)
-    ctx = _ctx(space, constraint=lambda a: space.params(a) <= 200)
-    picks = rounds.largest_within_budget(ctx, None, 3, space.params)
-    # Slow reference: every encoding, distinct networks, sizes sorted.
-    sizes = sorted({tuple(space.canonical(a).items()): space.params(a) for a in space.enumerate()
-                    if space.params(a) <= 200}.values(), reverse=True)
-    assert [space.params(a) for a in picks] == sizes[:3]
-    assert len({tuple(a.items()) for a in picks}) == 3
+def test_largest_within_budget_is_the_k_largest_feasible_networks_most_flops_first():
+    # cnn1d: a conv's params do not depend on its position, its FLOPs do (sequence length
+    # halves per stage), so equal-size networks differ in FLOPs.
+    space = spaces.get("cnn1d", channels=(4, 8), kernels=(3,), depths=(1, 2)).bind((16, 1), 3)
+    ctx = _ctx(space, constraint=lambda a: space.params(a) <= 860)
+    picks = rounds.largest_within_budget(ctx, None, 4, space.params)
+    # Slow reference: every encoding, distinct networks, (params, FLOPs) sorted.
+    sizes = sorted({tuple(space.canonical(a).items()): (space.params(a), space.flops(a))
+                    for a in space.enumerate() if space.params(a) <= 860}.values(), reverse=True)
+    assert sizes[0][0] == sizes[1][0] and sizes[0][1] > sizes[1][1]  # the case under test: a tie
+    assert [(space.params(a), space.flops(a)) for a in picks] == sizes[:4]
+    assert len({tuple(a.items()) for a in picks}) == 4
 
 
 def test_next_round_ranks_by_score_until_two_are_measured_then_by_the_predictor():
@@ -42,6 +45,41 @@ def test_next_round_ranks_by_score_until_two_are_measured_then_by_the_predictor(
     measured = {keys[0]: 0.5, keys[1]: 0.6}
     picked = rounds.next_round(ctx, archs, scores, matrix, measured, set(keys[:2]), 1)
     assert picked == [(archs[3], 1.0)]
+
+
+def test_trust_region_is_the_smallest_radius_around_the_centre_with_k_untaken():
+    space = spaces.get("cnn1d", channels=(4, 8), kernels=(3, 5), depths=(1,)).bind((16, 1), 3)
+    centre = {"channels_0": 4, "kernel_0": 3, "depth_0": 1, "channels_1": 4, "kernel_1": 3, "depth_1": 1,
+              "channels_2": 4, "kernel_2": 3, "depth_2": 1}
+    one = {**centre, "channels_0": 8}
+    two = {**centre, "channels_0": 8, "kernel_2": 5}
+    three = {**two, "channels_1": 8}
+    archs = [three, centre, two, one]
+    assert [rounds.distance(space, a, centre) for a in archs] == [3, 0, 2, 1]
+    taken = np.array([False, True, False, False])  # the centre is measured
+    assert rounds.trust_region(space, archs, centre, taken, 1).tolist() == [False, True, False, True]
+    assert rounds.trust_region(space, archs, centre, taken, 2).tolist() == [False, True, True, True]
+    assert rounds.trust_region(space, archs, centre, taken, 3).all()
+    assert rounds.trust_region(space, archs, centre, taken, 4).all()  # none holds 4: everything
+
+
+def test_next_round_stays_near_the_best_measured_network():
+    # Six two-way decisions; accuracy grows with the number of large options (the feature).
+    # The predictor's best guess is the all-large network, six decisions from the best
+    # measured; the next pick changes one decision of it.
+    space = spaces.get("cnn1d", channels=(4, 8), kernels=(3, 5), depths=(1,)).bind((16, 1), 3)
+    archs = [space.canonical(a) for a in space.enumerate()]
+    keys = [rounds.key(space, a) for a in archs]
+    large = np.array([sum((a[f"channels_{s}"] == 8) + (a[f"kernel_{s}"] == 5) for s in range(3))
+                      for a in archs], np.float64)
+    ctx = _ctx(space, round=1, acquisition="ucb")
+    smallest, one_large = int(np.flatnonzero(large == 0)[0]), int(np.flatnonzero(large == 1)[0])
+    measured = {keys[smallest]: 0.5, keys[one_large]: 0.6}
+    (picked, _), = rounds.next_round(ctx, archs, [0.0] * len(archs), large[:, None], measured,
+                                     set(measured), 1)
+    assert rounds.distance(space, picked, archs[one_large]) == 1 and large[archs.index(picked)] == 2
+    many = rounds.next_round(ctx, archs, [0.0] * len(archs), large[:, None], measured, set(measured), 56)
+    assert archs[int(np.argmax(large))] in [a for a, _ in many]  # 56 untaken: radius 5
 
 
 @pytest.mark.parametrize("override, message", [
@@ -81,3 +119,4 @@ def test_a_search_with_baseline_and_predictor_retrains_both_and_compares_them(tm
     assert baseline["pick_minus_baseline"] == pytest.approx(max(measured) - max(measured[:2]))
     assert "params baseline (the 2 largest networks within the budget" in out
     assert "training the pick once" in out
+    assert "neighbours of the best measured network join the pool" in out

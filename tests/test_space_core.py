@@ -54,6 +54,18 @@ def test_mutate_changes_exactly_one_decision(space):
         space.validate(child)
 
 
+def test_neighbours_are_the_networks_one_changed_decision_away():
+    # mlp: widths beyond the depth are unused, so several encodings are one network.
+    space = spaces.get("mlp", max_depth=3, widths=(4, 8), activations=("relu", "tanh")).bind((5,), 2)
+    for arch in [space.canonical(space.sample(seed=s)) for s in range(6)]:
+        # Slow reference: every encoding that differs from `arch` in one decision.
+        brute = {tuple(space.canonical(a).items()) for a in space.enumerate()
+                 if sum(a[k] != arch[k] for k in arch) == 1} - {tuple(arch.items())}
+        found = space.neighbours(arch)
+        assert {tuple(a.items()) for a in found} == brute and len(found) == len(brute)
+        assert all(space.canonical(a) == a for a in found)
+
+
 def test_mutate_with_probability_one_changes_everything(space):
     parent = space.sample(seed=0)
     child = space.mutate(parent, seed=1, prob=1.0)

@@ -189,6 +189,11 @@ def _next_round(ctx, state: RunState, meta: dict) -> list:
     measured = {rounds.key(ctx.space, r["choices"]): r["val_accuracy"] for r in meta["results"]}
     planned = {rounds.key(ctx.space, a) for a, _, _ in meta["candidates"]}
     source = "predictor" if len(measured) >= 2 else "search"
+    if source == "predictor":
+        best = max(meta["results"], key=lambda r: r["val_accuracy"])["choices"]
+        added = rounds.grow(ctx, state, pool, rounds.neighbours_within(ctx, best))
+        if added:
+            ctx.say(f"predictor: {added} neighbours of the best measured network join the pool")
     picked = rounds.next_round(ctx, pool["archs"], pool["scores"],
                                rounds.features(ctx, pool["archs"], pool["columns"]), measured, planned,
                                min(cfg.round, cfg.candidates - searched))
