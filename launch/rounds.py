@@ -98,23 +98,6 @@ def grow(ctx, state, pool: dict, archs: list[dict]) -> int:
     return len(missing)
 
 
-def distance(space, a: dict, b: dict) -> int:
-    """How many decisions two networks' canonical forms differ in."""
-    a, b = space.canonical(a), space.canonical(b)
-    return sum(a[k] != b[k] for k in a)
-
-
-def trust_region(space, archs: list[dict], centre: dict, taken: np.ndarray, k: int) -> np.ndarray:
-    """bool[n]: the networks within the smallest distance of `centre` (decisions changed, from
-    1 up) that holds `k` untaken ones; every network when none does."""
-    far = np.array([distance(space, a, centre) for a in archs])
-    for radius in range(1, int(far.max(initial=0)) + 1):
-        inside = far <= radius
-        if (inside & ~taken).sum() >= k:
-            return inside
-    return np.ones(len(archs), bool)
-
-
 def feature_columns(ctx, archs: list[dict], scores: list[float]) -> dict[str, list[float]]:
     """{feature: value per arch} of `search.features` (proxies at init, vmapped; the search's
     score); `encoding` is built from the archs when needed (`features`)."""
@@ -158,7 +141,7 @@ def next_round(ctx, archs: list[dict], scores: list[float], matrix: np.ndarray, 
                                np.array([measured[keys[i]] for i in rows]), seed=ctx.cfg.seed)
         mean, sd = fitted.predict(matrix)
         best = max(rows, key=lambda i: measured[keys[i]])
-        inside = trust_region(ctx.space, archs, archs[best], taken, k)
+        inside = predictor.trust_region(ctx.space, archs, archs[best], taken, k)
         value = np.where(inside, acquisition(ctx.cfg, mean, sd, measured[keys[best]]), -np.inf)
     else:
         value = np.asarray(scores, np.float64)

@@ -6,7 +6,8 @@ zero-cost proxies at init, its supernet score where a supernet exists, short-tra
 accuracy, and its encoding (option indices scaled to [0, 1]). A predictor, registered by
 name, is fitted on the measured rows and predicts every row with an uncertainty
 (`predict -> (mean, sd)`). The acquisition functions then say which archs to measure
-next: `expected_improvement` over the best measured so far, or `upper_bound`.
+next: `expected_improvement` over the best measured so far, or `upper_bound`, within
+a `trust_region` around the best measured network.
 """
 from __future__ import annotations
 
@@ -144,3 +145,20 @@ def top_untaken(score: np.ndarray, taken: np.ndarray, k: int) -> list[int]:
     """The `k` rows of highest `score` not yet `taken` (bool[n]); ties to the lower row."""
     order = np.lexsort((np.arange(len(score)), -np.asarray(score, np.float64)))
     return [int(i) for i in order if not taken[i]][:k]
+
+
+def distance(space, a: dict, b: dict) -> int:
+    """How many decisions two networks' canonical forms differ in."""
+    a, b = space.canonical(a), space.canonical(b)
+    return sum(a[k] != b[k] for k in a)
+
+
+def trust_region(space, archs: list[dict], centre: dict, taken: np.ndarray, k: int) -> np.ndarray:
+    """bool[n]: the networks within the smallest distance of `centre` (decisions changed, from
+    1 up) that holds `k` untaken ones; every network when none does."""
+    far = np.array([distance(space, a, centre) for a in archs])
+    for radius in range(1, int(far.max(initial=0)) + 1):
+        inside = far <= radius
+        if (inside & ~taken).sum() >= k:
+            return inside
+    return np.ones(len(archs), bool)

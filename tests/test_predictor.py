@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+import spaces
 from search import predictor
 
 
@@ -63,3 +64,19 @@ def test_fit_errors_name_the_problem():
         predictor.fit("forst", np.zeros((3, 1)), np.zeros(3))
     with pytest.raises(ValueError, match="≥ 2 measured rows"):
         predictor.fit("forest", np.zeros((1, 1)), np.zeros(1))
+
+
+def test_trust_region_is_the_smallest_radius_around_the_centre_with_k_untaken():
+    space = spaces.get("cnn1d", channels=(4, 8), kernels=(3, 5), depths=(1,)).bind((16, 1), 3)
+    centre = {"channels_0": 4, "kernel_0": 3, "depth_0": 1, "channels_1": 4, "kernel_1": 3, "depth_1": 1,
+              "channels_2": 4, "kernel_2": 3, "depth_2": 1}
+    one = {**centre, "channels_0": 8}
+    two = {**centre, "channels_0": 8, "kernel_2": 5}
+    three = {**two, "channels_1": 8}
+    archs = [three, centre, two, one]
+    assert [predictor.distance(space, a, centre) for a in archs] == [3, 0, 2, 1]
+    taken = np.array([False, True, False, False])  # the centre is measured
+    assert predictor.trust_region(space, archs, centre, taken, 1).tolist() == [False, True, False, True]
+    assert predictor.trust_region(space, archs, centre, taken, 2).tolist() == [False, True, True, True]
+    assert predictor.trust_region(space, archs, centre, taken, 3).all()
+    assert predictor.trust_region(space, archs, centre, taken, 4).all()  # none holds 4: everything

@@ -1,10 +1,10 @@
 """Exact resume through the CLI, in subprocesses: a search stopped by SIGTERM (exit 0 after
 its checkpoint) and later killed by SIGKILL at a random checkpoint, each time continued
 with `nas resume`, ends with the same best/arch.json, the same metrics rows and
-bit-identical final parameters as the same search uninterrupted (also a search that
-splits its supernet, stopped after the split, and one streaming augmented PNGs through
-worker processes). A truncated checkpoint
-file is named and the step before it is used."""
+bit-identical final parameters as the same search uninterrupted (the dense one retrains
+the params baseline and predictor rounds; also a search that splits its supernet,
+stopped after the split, and one streaming augmented PNGs through worker processes).
+A truncated checkpoint file is named and the step before it is used."""
 import json
 import os
 import shutil
@@ -31,7 +31,10 @@ BASE = {
     "checkpoint": {"every_steps": 3, "every_seconds": None},
 }
 CONFIGS = {
-    "dense": BASE,
+    # The candidates: the params baseline's two, then two rounds of one by a predictor whose
+    # pool grows by the neighbours of the best measured network.
+    "dense": {**BASE, "search": {**BASE["search"], "baseline": True, "predictor": "ridge", "round": 1,
+                                 "features": ["naswot", "params", "score"]}},
     "sparse": {**BASE, "search": {**BASE["search"], "candidates": 1},
                "sparse": {"levels": [0.5, 0.8], "update_every": 5, "prune_rate": 0.6,
                           "finetune_epochs": 1, "final_epochs": 1, "grid": 8, "calibration": 64}},

@@ -11,6 +11,7 @@ import yaml
 import spaces
 from launch import cli, rounds
 from launch import config as configs
+from search import predictor
 
 
 def _ctx(space, constraint=None, **search):
@@ -47,22 +48,6 @@ def test_next_round_ranks_by_score_until_two_are_measured_then_by_the_predictor(
     assert picked == [(archs[3], 1.0)]
 
 
-def test_trust_region_is_the_smallest_radius_around_the_centre_with_k_untaken():
-    space = spaces.get("cnn1d", channels=(4, 8), kernels=(3, 5), depths=(1,)).bind((16, 1), 3)
-    centre = {"channels_0": 4, "kernel_0": 3, "depth_0": 1, "channels_1": 4, "kernel_1": 3, "depth_1": 1,
-              "channels_2": 4, "kernel_2": 3, "depth_2": 1}
-    one = {**centre, "channels_0": 8}
-    two = {**centre, "channels_0": 8, "kernel_2": 5}
-    three = {**two, "channels_1": 8}
-    archs = [three, centre, two, one]
-    assert [rounds.distance(space, a, centre) for a in archs] == [3, 0, 2, 1]
-    taken = np.array([False, True, False, False])  # the centre is measured
-    assert rounds.trust_region(space, archs, centre, taken, 1).tolist() == [False, True, False, True]
-    assert rounds.trust_region(space, archs, centre, taken, 2).tolist() == [False, True, True, True]
-    assert rounds.trust_region(space, archs, centre, taken, 3).all()
-    assert rounds.trust_region(space, archs, centre, taken, 4).all()  # none holds 4: everything
-
-
 def test_next_round_stays_near_the_best_measured_network():
     # Six two-way decisions; accuracy grows with the number of large options (the feature).
     # The predictor's best guess is the all-large network, six decisions from the best
@@ -77,7 +62,7 @@ def test_next_round_stays_near_the_best_measured_network():
     measured = {keys[smallest]: 0.5, keys[one_large]: 0.6}
     (picked, _), = rounds.next_round(ctx, archs, [0.0] * len(archs), large[:, None], measured,
                                      set(measured), 1)
-    assert rounds.distance(space, picked, archs[one_large]) == 1 and large[archs.index(picked)] == 2
+    assert predictor.distance(space, picked, archs[one_large]) == 1 and large[archs.index(picked)] == 2
     many = rounds.next_round(ctx, archs, [0.0] * len(archs), large[:, None], measured, set(measured), 56)
     assert archs[int(np.argmax(large))] in [a for a, _ in many]  # 56 untaken: radius 5
 

@@ -1,6 +1,8 @@
 """The persistent compilation cache `nas` commands use by default (launch/xla_cache.py)."""
+import collections
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,8 +41,10 @@ def test_a_nas_command_fills_the_default_cache_and_one_setting_turns_it_off(tmp_
 
 def test_a_second_search_in_a_new_process_compiles_from_the_cache(tmp_path):
     """The same (bfloat16) search twice, each in a fresh `nas` process over one empty cache: the
-    second one's first supernet step (metrics.jsonl `first_step_seconds`: tracing, compiling or
-    loading, running) is at least 3× faster. Measured here: 3.1 s against 0.7 s."""
+    second loads its training steps (the supernet's and the retraining's) and its population
+    evaluation from the cache instead of compiling them. JAX says so on stderr under
+    JAX_LOG_COMPILES; the speed-up itself (first supernet step 3.1 s against 0.7 s) is
+    `first_step_seconds` in metrics.jsonl, a number for benchmarks, not a test."""
     config = tmp_path / "search.yaml"
     config.write_text(yaml.safe_dump({
         "space": {"name": "mlp", "options": {"max_depth": 2, "widths": [16, 32]}}, "data": {"name": "digits"},
@@ -49,13 +53,17 @@ def test_a_second_search_in_a_new_process_compiles_from_the_cache(tmp_path):
                    "candidates": 1},
         "retrain": {"epochs": 1}, "precision": {"compute": "bfloat16"}}))
     env = {k: v for k, v in os.environ.items() if k != xla_cache.SETTING}
-    env.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla"), JAX_PLATFORMS="cpu")
-    first_steps = []
+    env.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla"), JAX_PLATFORMS="cpu", JAX_LOG_COMPILES="1",
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")  # every program is cached, however fast
+    hits = []
     for run in ("first", "second"):
         command = [sys.executable, "-m", "launch.cli", "search", str(config), "--out", str(tmp_path / run),
                    "--quiet"]
-        subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
+        finished = subprocess.run(command, env=env, check=True, capture_output=True, text=True, timeout=300)
+        hits.append(collections.Counter(re.findall(r"Persistent compilation cache hit for '([^']+)'",
+                                                   finished.stderr)))
         rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
-        first_steps.append(next(r["first_step_seconds"] for r in rows if r["phase"] == "supernet"))
+        assert next(r["first_step_seconds"] for r in rows if r["phase"] == "supernet") > 0
         assert json.loads((tmp_path / run / "best" / "arch.json").read_text())["compute_dtype"] == "bfloat16"
-    assert first_steps[0] >= 3 * first_steps[1], first_steps
+    assert not hits[0]
+    assert hits[1]["jit_step"] == 2 and hits[1]["jit__population_correct"] >= 1, hits[1]

@@ -11,12 +11,15 @@ evaluated so far. G-REA ranks its mutants by GradSign at init (free: computed
 once for the table). Each controller runs `runs` times with different seeds.
 
 Two rows besides the controllers:
-- `params`, the params baseline as a search: the table's networks largest first
-  (networks of one size in a random order per run).
+- `params`, the params baseline as a search: the table's networks largest first, the
+  most FLOPs first among equal sizes (networks of one size and FLOPs in a random order
+  per run).
 - `predictor`, rounds of one by Bayesian ridge (`search.predictor: ridge`): the two
   largest networks first, then each evaluation fits the predictor on every noisy
   measurement so far over zero-cost features at init (`launch.bench.predictor.FEATURES`)
-  and evaluates the unmeasured network of highest expected improvement.
+  and evaluates the unmeasured network of highest expected improvement within the
+  trust region around the best measured (`search.predictor.trust_region`; a table's
+  networks are scattered, so the region is its nearest unmeasured ones).
 """
 from __future__ import annotations
 
@@ -119,16 +122,18 @@ def _regret(table: Table, order, evaluations: int) -> np.ndarray:
 
 
 def params_curves(table: Table, runs: int, evaluations: int) -> np.ndarray:
-    """float[runs, evaluations]: the params baseline's regret (largest networks first)."""
+    """float[runs, evaluations]: the params baseline's regret (largest networks first, then
+    the most FLOPs)."""
     return np.stack([_regret(table, np.lexsort((np.random.default_rng([run, 3]).random(len(table)),
-                                                -table.params)), evaluations) for run in range(runs)])
+                                                -table.flops, -table.params)), evaluations)
+                     for run in range(runs)])
 
 
 def predictor_curves(table: Table, features: np.ndarray, runs: int, evaluations: int,
                      name: str = "ridge") -> np.ndarray:
     """float[runs, evaluations]: regret of evaluating, one at a time, the network of highest
     expected improvement under predictor `name` fitted on the noisy measurements so far."""
-    largest = np.argsort(-table.params, kind="stable")[:2]
+    largest = np.lexsort((-table.flops, -table.params))[:2]
     curves = []
     for run in range(runs):
         noise = np.random.default_rng([run, 1])
@@ -139,8 +144,10 @@ def predictor_curves(table: Table, features: np.ndarray, runs: int, evaluations:
             else:
                 fitted = predictor.fit(name, features[order], np.asarray(measured), seed=run)
                 mean, sd = fitted.predict(features)
-                row = predictor.top_untaken(predictor.expected_improvement(mean, sd, max(measured)),
-                                            taken, 1)[0]
+                best = order[int(np.argmax(measured))]
+                inside = predictor.trust_region(table.space, table.archs, table.archs[best], taken, 1)
+                value = predictor.expected_improvement(mean, sd, max(measured))
+                row = predictor.top_untaken(np.where(inside, value, -np.inf), taken, 1)[0]
             taken[row] = True
             order.append(row)
             measured.append(float(table.accuracy[row, noise.integers(table.accuracy.shape[1])]))
