@@ -24,7 +24,8 @@
                                      train archs from scratch into a benchmark table (resumable)
     nas bench proxies TABLE          Spearman ρ / Kendall τ of every zero-cost proxy (+ PNG)
     nas bench controllers TABLE      regret of each controller against evaluations (+ PNG)
-    nas bench supernet RUN_DIR TABLE Kendall τ of a trained supernet's ranking
+    nas bench supernet RUN_DIR... TABLE
+                                     Kendall τ of trained supernets' rankings, picks of each
     nas bench predictor TABLE        Kendall τ of a predictor fitted on a few of the table's archs
 
 Flags are named like the config fields they set (`--space-options` is `space.options`,
@@ -307,12 +308,13 @@ def _bench_parser(commands) -> None:
                     help="the regret curves (default: <table name>_controllers.png here)")
     ct.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    su = actions.add_parser("supernet", help="how well a trained supernet ranks a table's archs",
-                            description="Score the table's archs with the run's trained supernet "
+    su = actions.add_parser("supernet", help="how well trained supernets rank a table's archs",
+                            description="Score the table's archs with each run's trained supernet "
                             "(its search's population evaluator) and print Kendall τ and Spearman ρ "
                             "against the table, over all archs and within the run's budget, beside "
-                            "GradSign and a blend of both.")
-    su.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a search's run directory")
+                            "GradSign, a blend of both, the params baseline and the predictor's "
+                            "rounds; mean ± sd over the runs.")
+    su.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="searches' run directories")
     su.add_argument("table", type=Path, help="a table of `nas bench build` (TABLE.csv)")
     su.add_argument("--top", type=int, default=None, metavar="K",
                     help="candidates a retrain takes (default: the run's search.candidates)")
@@ -378,7 +380,7 @@ def cmd_bench(args) -> None:
     elif args.action == "supernet":
         from launch.bench import supernet
         top = None if args.top is None else _positive("--top", args.top)
-        supernet.run(args.run_dir, bench.load(args.table), top, progress=not args.quiet)
+        supernet.run(args.run_dirs, bench.load(args.table), top, progress=not args.quiet)
     elif args.action == "predictor":
         from launch.bench import predictor
         from search import proxies as registry

@@ -13,6 +13,7 @@ from launch.bench import Table, controllers, load
 from launch.bench import proxies as bench_proxies
 from launch.bench import supernet as bench_supernet
 from launch.bench.build import Recipe, build, select
+from search import predictor
 
 SMALL_MLP = {"max_depth": 2, "widths": (4, 8, 16), "activations": ("relu",)}
 
@@ -169,7 +170,7 @@ def test_study_picks_and_correlations_against_brute_force():
     assert result[("all", "supernet")]["top1"] == 0.7          # supernet's best is arch 4
     assert result[("all", "supernet")]["topk"] == 0.7          # top 2: archs 4 and 5
     assert result[("all", "gradsign")]["top1"] == 0.9
-    largest = np.argsort(-table.params, kind="stable")
+    largest = np.lexsort((-table.flops, -table.params))  # most FLOPs first among equal params
     assert result[("all", "params")]["top1"] == truth[largest[0]]
     assert result[("all", "params")]["topk"] == truth[largest[:2]].max()
     assert result[("budget", "supernet")]["archs"] == 5
@@ -177,6 +178,33 @@ def test_study_picks_and_correlations_against_brute_force():
     assert result[("all", "supernet")]["tau"] == pytest.approx(stats.kendalltau(supernet, truth).statistic)
     blend = (stats.rankdata(supernet) + stats.rankdata(gradsign)) / 2
     assert result[("all", "blend")]["tau"] == pytest.approx(stats.kendalltau(blend, truth).statistic)
+
+
+def test_predictor_row_plays_the_retrain_phase_on_the_table():
+    # Six archs, accuracy rising with the one feature except the largest network, which is
+    # weak: the baseline (k = 2) measures the two largest, the rounds go on from the better.
+    space = _mlp()
+    archs = select(space, 6)
+    table = _table(space, archs, np.zeros((6, 1)))
+    order = np.argsort(table.params, kind="stable")           # smallest first
+    truth = np.empty(6)
+    truth[order] = [0.1, 0.2, 0.3, 0.4, 0.9, 0.5]             # 2nd largest best, largest worse
+    table = _table(space, archs, truth[:, None])
+    feature = np.empty((6, 1))
+    feature[order, 0] = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    row = bench_supernet.predictor_row(table, predictor.standardize(feature), np.ones(6, bool), 2, 1, 0)
+    # Measured: the two largest (0.5 and 0.9), then two more; the pick is the 0.9 one.
+    assert row["top1"] == 0.9 and row["topk"] == 0.9 and row["best"] == 0.9 and row["archs"] == 6
+    # Its last fit saw accuracy rise with the feature: τ is that of the feature's order.
+    assert row["tau"] == pytest.approx(stats.kendalltau(feature[:, 0], truth).statistic)
+    # k = 3: the baseline and the rounds measure all six, the weakest-looking one included.
+    truth[order] = [0.9, 0.2, 0.3, 0.4, 0.5, 0.6]
+    table = _table(space, archs, truth[:, None])
+    result = bench_supernet.study(table, np.arange(6.0), np.array([3.0, 1, 4, 0, 5, 9]), np.ones(6, bool), 3,
+                                  predictor.standardize(feature))
+    assert result[("all", "predictor")]["top1"] == 0.9 == result[("all", "predictor")]["topk"]
+    text = bench_supernet.report([result, result], 2)
+    assert "predictor" in text and "± 0.000" in text
 
 
 def test_supernet_scores_are_the_runs_own_search_scores(tmp_path):
@@ -194,9 +222,9 @@ def test_supernet_scores_are_the_runs_own_search_scores(tmp_path):
     space = spaces.get("cnn1d").bind((40, 1), 10)
     archs = [a for a, _ in history[:4]] + [space.extremes(space.params)[1]]
     table = _table(space, archs, np.arange(5.0)[:, None])
-    accuracy, within, k = bench_supernet.supernet_scores(run, table, progress=False)
+    accuracy, within, k, round_ = bench_supernet.supernet_scores(run, table, progress=False)
     np.testing.assert_allclose(accuracy[:4], [s[0] for _, s in history[:4]], atol=1e-9)
-    assert within.tolist() == [True] * 4 + [False] and k == 1
+    assert within.tolist() == [True] * 4 + [False] and k == 1 and round_ == 2
 
 
 def test_within_keeps_the_rows_in_the_params_window():

@@ -1,15 +1,21 @@
-"""`nas bench supernet RUN_DIR TABLE`: how well a trained supernet ranks a table's archs.
+"""`nas bench supernet RUN_DIR... TABLE`: how well trained supernets rank a table's archs.
 
-The run's own population evaluator (inherited weights, per-arch BatchNorm
+Each run's own population evaluator (inherited weights, per-arch BatchNorm
 recalibration, the run's validation split; in a split run, the sub-supernet
 whose space holds the arch) scores every arch of the table;
 Kendall τ and Spearman ρ against the table's mean test accuracy measure how well
 one-shot training ranks, over all the table's archs and over those within the
-run's budget. Three further rankings are set beside it: GradSign at init, the
-blend of the two (the mean of an arch's supernet rank and GradSign rank), and the
-params baseline (largest networks first). The
-pick rows say what retraining the run's top candidates by each ranking would
-find: the table accuracy of the first arch, and of the best of the top k.
+run's budget. Further rankings are set beside it: GradSign at init, the blend of
+the two (the mean of an arch's supernet rank and GradSign rank), the params
+baseline (largest networks first, the most FLOPs first among equal sizes), and
+the predictor, the run's retrain phase played on the table
+(`search.predictor: ridge`): the baseline's k largest measured, then k more in
+rounds of `search.round` by expected improvement within the trust region around
+the best measured, each measurement one training seed of the table, the pick
+the best measured; its τ and ρ are those of its last fit. The pick rows say what
+retraining each ranking's top candidates would find: the table accuracy of the
+first arch, and of the best of the top k (the predictor: of the pick, and of the
+best of its 2k). With several runs every number is a mean ± sd over them.
 """
 from __future__ import annotations
 
@@ -19,12 +25,16 @@ import numpy as np
 from scipy import stats
 
 from launch import config as configs
+from launch.bench import predictor as bench_predictor
 from launch.bench import proxies as bench_proxies
 from launch.bench.table import Table
+from search import predictor
 
 
-def supernet_scores(run_dir: Path, table: Table, progress: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
-    """(supernet validation accuracy per table arch, within-budget flags, candidates k)."""
+def supernet_scores(run_dir: Path, table: Table,
+                    progress: bool = True) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(supernet validation accuracy per table arch, within-budget flags, candidates k,
+    predictor round)."""
     from launch.context import setup
     from launch.phases import search, supernet
     from launch.run import restore
@@ -45,7 +55,7 @@ def supernet_scores(run_dir: Path, table: Table, progress: bool = True) -> tuple
         archs = [ctx.space.validate(a) for a in table.archs]
         accuracy = np.array(search.score(ctx, state, archs))
         within = np.array([ctx.constraint is None or bool(ctx.constraint(a)) for a in archs])
-        return accuracy, within, cfg.search.candidates
+        return accuracy, within, cfg.search.candidates, cfg.search.round
     finally:
         ctx.close()
 
@@ -54,10 +64,57 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     return stats.rankdata(values)
 
 
-def study(table: Table, supernet: np.ndarray, gradsign: np.ndarray, within: np.ndarray, k: int) -> dict:
-    """Rank correlations and picks of the supernet, GradSign, their blend and params."""
-    # params: the baseline "largest networks under the budget" (ties: the table's order).
-    rankings = {"supernet": supernet, "gradsign": gradsign, "params": table.params.astype(np.float64)}
+def largest_first(table: Table) -> np.ndarray:
+    """The params baseline's score: params, ties broken by FLOPs (a fraction below 1)."""
+    return table.params + table.flops / (table.flops.max() + 1.0)
+
+
+def predictor_row(table: Table, features: np.ndarray, mask: np.ndarray, k: int, round_: int,
+                  seed: int) -> dict:
+    """The retrain phase on the archs of `mask`: the k largest measured, then k more in
+    rounds of `round_` by ridge over `features` (standardized, one row per table arch) and
+    expected improvement within the trust region; a measurement is one training seed of
+    the table (drawn by `seed`)."""
+    rows = np.flatnonzero(mask)
+    archs = [table.archs[r] for r in rows]
+    noise = np.random.default_rng([seed, 2])
+    measured: dict[int, float] = {}
+
+    def measure(i):
+        measured[i] = float(table.accuracy[rows[i], noise.integers(table.accuracy.shape[1])])
+
+    for i in np.argsort(-largest_first(table)[rows], kind="stable")[:k]:
+        measure(int(i))
+    target = min(2 * k, len(rows))
+    while True:
+        order = list(measured)
+        fitted = predictor.fit("ridge", features[rows[order]], np.array([measured[i] for i in order]),
+                               seed=seed)
+        mean, sd = fitted.predict(features[rows])
+        if len(measured) >= target:
+            break
+        best = max(measured, key=measured.get)
+        taken = np.isin(np.arange(len(rows)), order)
+        step = min(round_, target - len(measured))
+        inside = predictor.trust_region(table.space, archs, archs[best], taken, step)
+        value = np.where(inside, predictor.expected_improvement(mean, sd, measured[best]), -np.inf)
+        for i in predictor.top_untaken(value, taken, step):
+            measure(i)
+    truth = table.mean[rows]
+    return {"archs": len(rows), "tau": float(stats.kendalltau(mean, truth).statistic),
+            "rho": float(stats.spearmanr(mean, truth).statistic),
+            "top1": float(truth[max(measured, key=measured.get)]),
+            "topk": float(truth[list(measured)].max()), "best": float(truth.max())}
+
+
+def study(table: Table, supernet: np.ndarray, gradsign: np.ndarray, within: np.ndarray, k: int,
+          features: np.ndarray | None = None, round_: int = 1, seed: int = 0) -> dict:
+    """Rank correlations and picks of the supernet, GradSign, their blend, params and, given
+    the zero-cost `features` (float[n, f], standardized), the predictor (which adds the
+    supernet's score to them)."""
+    rankings = {"supernet": supernet, "gradsign": gradsign, "params": largest_first(table)}
+    if features is not None:
+        features = np.concatenate([features, predictor.standardize(supernet[:, None])], axis=1)
     out = {}
     for subset, mask in (("all", np.ones(len(table), bool)), ("budget", within)):
         if mask.sum() < 3 or (subset == "budget" and mask.all()):
@@ -73,26 +130,41 @@ def study(table: Table, supernet: np.ndarray, gradsign: np.ndarray, within: np.n
                 "rho": float(stats.spearmanr(score, truth).statistic),
                 "top1": float(truth[order[0]]), "topk": float(truth[order[:k]].max()),
                 "best": float(truth.max())}
+        if features is not None:
+            out[(subset, "predictor")] = predictor_row(table, features, mask, k, round_, seed)
     return out
 
 
-def report(result: dict, k: int) -> str:
-    lines = [f"{'archs':<14} {'ranking':<9} {'τ':>7} {'ρ':>7} {'pick (top 1)':>13} "
-             f"{f'best of top {k}':>14} {'table best':>11}"]
-    for (subset, name), r in result.items():
-        label = f"{subset} ({r['archs']})"
-        lines.append(f"{label:<14} {name:<9} {r['tau']:>7.3f} {r['rho']:>7.3f} {r['top1']:>13.4f} "
-                     f"{r['topk']:>14.4f} {r['best']:>11.4f}")
+def report(results: list[dict], k: int) -> str:
+    """The table of `study` results, one per run: mean ± sd over the runs (sd with several)."""
+    def cell(values, width):
+        text = f"{np.mean(values):.3f}" + (f" ± {np.std(values):.3f}" if len(values) > 1 else "")
+        return f"{text:>{width}}"
+    wide = 7 if len(results) == 1 else 15
+    lines = [f"{'archs':<14} {'ranking':<9} {'τ':>{wide}} {'ρ':>{wide}} {'pick (top 1)':>{wide}} "
+             f"{f'best of top {k}':>{wide}} {'table best':>11}"]
+    for key in results[0]:
+        rows = [r[key] for r in results if key in r]
+        subset, name = key
+        label = f"{subset} ({rows[0]['archs']})"
+        lines.append(f"{label:<14} {name:<9} " + " ".join(cell([r[m] for r in rows], wide)
+                                                          for m in ("tau", "rho", "top1", "topk"))
+                     + f" {np.mean([r['best'] for r in rows]):>11.4f}")
     return "\n".join(lines)
 
 
-def run(run_dir: Path, table: Table, top: int | None = None, progress: bool = True) -> dict:
-    """`top`: how many candidates a retrain would take (default: the run's search.candidates)."""
-    supernet, within, k = supernet_scores(run_dir, table, progress)
-    k = top or k
+def run(run_dirs: list[Path], table: Table, top: int | None = None, progress: bool = True) -> list[dict]:
+    """`top`: how many candidates a retrain would take (default: each run's search.candidates)."""
     gradsign = bench_proxies.scores(table, ["gradsign"], (0,), progress=progress)["gradsign"][0]
-    result = study(table, supernet, gradsign, within, k)
-    print(f"supernet of {run_dir} against {len(table)} archs of the table "
-          "(test accuracy, mean over training seeds):")
-    print(report(result, k))
-    return result
+    columns = bench_proxies.scores(table, list(bench_predictor.FEATURES), (0,), progress=progress)
+    features = predictor.standardize(predictor.feature_matrix({n: v[0] for n, v in columns.items()}))
+    results, ks = [], []
+    for seed, run_dir in enumerate(run_dirs):
+        supernet, within, k, round_ = supernet_scores(run_dir, table, progress)
+        ks.append(top or k)
+        results.append(study(table, supernet, gradsign, within, ks[-1], features, round_, seed))
+    runs = ", ".join(map(str, run_dirs))
+    print(f"supernet of {runs} against {len(table)} archs of the table (test accuracy, mean over training "
+          f"seeds{'; mean ± sd over the runs' if len(run_dirs) > 1 else ''}):")
+    print(report(results, ks[0]))
+    return results
