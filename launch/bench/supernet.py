@@ -137,19 +137,22 @@ def study(table: Table, supernet: np.ndarray, gradsign: np.ndarray, within: np.n
 
 def report(results: list[dict], k: int) -> str:
     """The table of `study` results, one per run: mean ± sd over the runs (sd with several)."""
+    several = len(results) > 1
+    widths = (15, 15, 15, 15) if several else (7, 7, 13, 14)
+
     def cell(values, width):
-        text = f"{np.mean(values):.3f}" + (f" ± {np.std(values):.3f}" if len(values) > 1 else "")
+        text = f"{np.mean(values):.3f}" + (f" ± {np.std(values):.3f}" if several else "")
         return f"{text:>{width}}"
-    wide = 7 if len(results) == 1 else 15
-    lines = [f"{'archs':<14} {'ranking':<9} {'τ':>{wide}} {'ρ':>{wide}} {'pick (top 1)':>{wide}} "
-             f"{f'best of top {k}':>{wide}} {'table best':>11}"]
+    titles = ("τ", "ρ", "pick (top 1)", f"best of top {k}")
+    lines = [f"{'archs':<14} {'ranking':<9} " + " ".join(f"{t:>{w}}" for t, w in zip(titles, widths))
+             + f" {'table best':>11}"]
     for key in results[0]:
         rows = [r[key] for r in results if key in r]
         subset, name = key
         label = f"{subset} ({rows[0]['archs']})"
-        lines.append(f"{label:<14} {name:<9} " + " ".join(cell([r[m] for r in rows], wide)
-                                                          for m in ("tau", "rho", "top1", "topk"))
-                     + f" {np.mean([r['best'] for r in rows]):>11.4f}")
+        metrics = ("tau", "rho", "top1", "topk")
+        cells = " ".join(cell([r[m] for r in rows], w) for m, w in zip(metrics, widths))
+        lines.append(f"{label:<14} {name:<9} {cells} {np.mean([r['best'] for r in rows]):>11.4f}")
     return "\n".join(lines)
 
 
