@@ -131,8 +131,9 @@ def acquisition(cfg: configs.Config, mean: np.ndarray, sd: np.ndarray, best: flo
 def next_round(ctx, archs: list[dict], scores: list[float], matrix: np.ndarray, measured: dict,
                planned: set, k: int) -> list[tuple[dict, float]]:
     """The next `k` (arch, search score) to retrain: by the predictor fitted on `measured`
-    ({network key: val accuracy}) when it holds ≥ 2 networks, within the trust region
-    around the best measured, else by the search's score; never one already `planned` (keys)."""
+    ({network key: val accuracy, in the order measured}) when it holds ≥ 2 networks, within
+    the trust region around the best measured (the first of equals), else by the search's
+    score; never one already `planned` (keys)."""
     keys = [key(ctx.space, a) for a in archs]
     taken = np.array([k_ in planned for k_ in keys])
     rows = [i for i, k_ in enumerate(keys) if k_ in measured]
@@ -140,7 +141,8 @@ def next_round(ctx, archs: list[dict], scores: list[float], matrix: np.ndarray, 
         fitted = predictor.fit(ctx.cfg.search.predictor, matrix[rows],
                                np.array([measured[keys[i]] for i in rows]), seed=ctx.cfg.seed)
         mean, sd = fitted.predict(matrix)
-        best = max(rows, key=lambda i: measured[keys[i]])
+        # The first measured of the best (as the retrain phase grows the pool around it).
+        best = keys.index(max(measured, key=measured.get))
         inside = predictor.trust_region(ctx.space, archs, archs[best], taken, k)
         value = np.where(inside, acquisition(ctx.cfg, mean, sd, measured[keys[best]]), -np.inf)
     else:

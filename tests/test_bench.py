@@ -192,7 +192,8 @@ def test_predictor_row_plays_the_retrain_phase_on_the_table():
     table = _table(space, archs, truth[:, None])
     feature = np.empty((6, 1))
     feature[order, 0] = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
-    row = bench_supernet.predictor_row(table, predictor.standardize(feature), np.ones(6, bool), 2, 1, 0)
+    row = bench_supernet.predictor_row(table, predictor.standardize(feature), np.zeros(6), np.ones(6, bool),
+                                       2, 1, 0)
     # Measured: the two largest (0.5 and 0.9), then two more; the pick is the 0.9 one.
     assert row["top1"] == 0.9 and row["topk"] == 0.9 and row["best"] == 0.9 and row["archs"] == 6
     # Its last fit saw accuracy rise with the feature: τ is that of the feature's order.
@@ -203,6 +204,12 @@ def test_predictor_row_plays_the_retrain_phase_on_the_table():
     result = bench_supernet.study(table, np.arange(6.0), np.array([3.0, 1, 4, 0, 5, 9]), np.ones(6, bool), 3,
                                   predictor.standardize(feature))
     assert result[("all", "predictor")]["top1"] == 0.9 == result[("all", "predictor")]["topk"]
+    # k = 1: the largest, then (one measured: no fit yet) the search's best score, the smallest.
+    score = np.zeros(6)
+    score[order[0]] = 1.0
+    row = bench_supernet.predictor_row(table, predictor.standardize(feature), score, np.ones(6, bool),
+                                       1, 1, 0)
+    assert row["top1"] == row["topk"] == 0.9
     text = bench_supernet.report([result, result], 2)
     assert "predictor" in text and "± 0.000" in text
 

@@ -67,6 +67,21 @@ def test_next_round_stays_near_the_best_measured_network():
     assert archs[int(np.argmax(large))] in [a for a, _ in many]  # 56 untaken: radius 5
 
 
+def test_next_round_centres_on_the_first_measured_of_equal_best():
+    # Two networks six decisions apart tie on validation accuracy; the retrain phase grows the
+    # pool around the first measured, so the trust region is around it too, wherever the
+    # pool lists it.
+    space = spaces.get("cnn1d", channels=(4, 8), kernels=(3, 5), depths=(1,)).bind((16, 1), 3)
+    archs = [space.canonical(a) for a in space.enumerate()]
+    keys = [rounds.key(space, a) for a in archs]
+    first, second = len(archs) - 1, 0                        # the pool lists `second` first
+    measured = {keys[first]: 0.9, keys[second]: 0.9}
+    ctx = _ctx(space, round=1, acquisition="ei")
+    (picked, _), = rounds.next_round(ctx, archs, [0.0] * len(archs), np.zeros((len(archs), 1)), measured,
+                                     set(measured), 1)
+    assert predictor.distance(space, picked, archs[first]) == 1
+
+
 @pytest.mark.parametrize("override, message", [
     ("search.predictor=ridg", "search.predictor = 'ridg' is not allowed; choose one of "
                               "['none', 'forest', 'gp', 'ridge'] (did you mean 'ridge'?)"),

@@ -69,12 +69,13 @@ def largest_first(table: Table) -> np.ndarray:
     return table.params + table.flops / (table.flops.max() + 1.0)
 
 
-def predictor_row(table: Table, features: np.ndarray, mask: np.ndarray, k: int, round_: int,
-                  seed: int) -> dict:
+def predictor_row(table: Table, features: np.ndarray, score: np.ndarray, mask: np.ndarray, k: int,
+                  round_: int, seed: int) -> dict:
     """The retrain phase on the archs of `mask`: the k largest measured, then k more in
     rounds of `round_` by ridge over `features` (standardized, one row per table arch) and
-    expected improvement within the trust region; a measurement is one training seed of
-    the table (drawn by `seed`)."""
+    expected improvement within the trust region around the first best measured (by the
+    search's `score` while fewer than two are measured); a measurement is one training
+    seed of the table (drawn by `seed`)."""
     rows = np.flatnonzero(mask)
     archs = [table.archs[r] for r in rows]
     noise = np.random.default_rng([seed, 2])
@@ -83,23 +84,28 @@ def predictor_row(table: Table, features: np.ndarray, mask: np.ndarray, k: int, 
     def measure(i):
         measured[i] = float(table.accuracy[rows[i], noise.integers(table.accuracy.shape[1])])
 
-    for i in np.argsort(-largest_first(table)[rows], kind="stable")[:k]:
-        measure(int(i))
-    target = min(2 * k, len(rows))
-    while True:
+    def fit():
         order = list(measured)
         fitted = predictor.fit("ridge", features[rows[order]], np.array([measured[i] for i in order]),
                                seed=seed)
-        mean, sd = fitted.predict(features[rows])
-        if len(measured) >= target:
-            break
-        best = max(measured, key=measured.get)
-        taken = np.isin(np.arange(len(rows)), order)
+        return fitted.predict(features[rows])
+
+    for i in np.argsort(-largest_first(table)[rows], kind="stable")[:k]:
+        measure(int(i))
+    target = min(2 * k, len(rows))
+    while len(measured) < target:
+        taken = np.isin(np.arange(len(rows)), list(measured))
         step = min(round_, target - len(measured))
-        inside = predictor.trust_region(table.space, archs, archs[best], taken, step)
-        value = np.where(inside, predictor.expected_improvement(mean, sd, measured[best]), -np.inf)
+        if len(measured) < 2:
+            value = np.asarray(score, np.float64)[rows]
+        else:
+            mean, sd = fit()
+            best = max(measured, key=measured.get)
+            inside = predictor.trust_region(table.space, archs, archs[best], taken, step)
+            value = np.where(inside, predictor.expected_improvement(mean, sd, measured[best]), -np.inf)
         for i in predictor.top_untaken(value, taken, step):
             measure(i)
+    mean, _ = fit()
     truth = table.mean[rows]
     return {"archs": len(rows), "tau": float(stats.kendalltau(mean, truth).statistic),
             "rho": float(stats.spearmanr(mean, truth).statistic),
@@ -131,7 +137,7 @@ def study(table: Table, supernet: np.ndarray, gradsign: np.ndarray, within: np.n
                 "top1": float(truth[order[0]]), "topk": float(truth[order[:k]].max()),
                 "best": float(truth.max())}
         if features is not None:
-            out[(subset, "predictor")] = predictor_row(table, features, mask, k, round_, seed)
+            out[(subset, "predictor")] = predictor_row(table, features, supernet, mask, k, round_, seed)
     return out
 
 
@@ -146,10 +152,11 @@ def report(results: list[dict], k: int) -> str:
     titles = ("τ", "ρ", "pick (top 1)", f"best of top {k}")
     lines = [f"{'archs':<14} {'ranking':<9} " + " ".join(f"{t:>{w}}" for t, w in zip(titles, widths))
              + f" {'table best':>11}"]
-    for key in results[0]:
+    for key in dict.fromkeys(key for r in results for key in r):  # every run's rows, in order
         rows = [r[key] for r in results if key in r]
         subset, name = key
-        label = f"{subset} ({rows[0]['archs']})"
+        sizes = sorted({r["archs"] for r in rows})  # a budget's archs can differ between runs
+        label = f"{subset} ({sizes[0]}{f'–{sizes[-1]}' if len(sizes) > 1 else ''})"
         metrics = ("tau", "rho", "top1", "topk")
         cells = " ".join(cell([r[m] for r in rows], w) for m, w in zip(metrics, widths))
         lines.append(f"{label:<14} {name:<9} {cells} {np.mean([r['best'] for r in rows]):>11.4f}")
@@ -165,6 +172,9 @@ def run(run_dirs: list[Path], table: Table, top: int | None = None, progress: bo
     for seed, run_dir in enumerate(run_dirs):
         supernet, within, k, round_ = supernet_scores(run_dir, table, progress)
         ks.append(top or k)
+        if ks[-1] != ks[0]:
+            raise ValueError(f"bench supernet: {run_dirs[0]} retrains {ks[0]} candidates and {run_dir} "
+                             f"{ks[-1]}; set --top K to judge them at one K")
         results.append(study(table, supernet, gradsign, within, ks[-1], features, round_, seed))
     runs = ", ".join(map(str, run_dirs))
     print(f"supernet of {runs} against {len(table)} archs of the table (test accuracy, mean over training "
