@@ -143,8 +143,8 @@ def next_round(ctx, archs: list[dict], scores: list[float], matrix: np.ndarray, 
         mean, sd = fitted.predict(matrix)
         # The first measured of the best (as the retrain phase grows the pool around it).
         best = keys.index(max(measured, key=measured.get))
-        inside = predictor.trust_region(ctx.space, archs, archs[best], taken, k)
-        value = np.where(inside, acquisition(ctx.cfg, mean, sd, measured[keys[best]]), -np.inf)
+        picked = predictor.top_near(ctx.space, archs, archs[best],
+                                    acquisition(ctx.cfg, mean, sd, measured[keys[best]]), taken, k)
     else:
-        value = np.asarray(scores, np.float64)
-    return [(archs[i], float(scores[i])) for i in predictor.top_untaken(value, taken, k)]
+        picked = predictor.top_untaken(np.asarray(scores, np.float64), taken, k)
+    return [(archs[i], float(scores[i])) for i in picked]

@@ -162,3 +162,10 @@ def trust_region(space, archs: list[dict], centre: dict, taken: np.ndarray, k: i
         if (inside & ~taken).sum() >= k:
             return inside
     return np.ones(len(archs), bool)
+
+
+def top_near(space, archs: list[dict], centre: dict, value: np.ndarray, taken: np.ndarray,
+             k: int) -> list[int]:
+    """`top_untaken` of `value` within the `trust_region` around `centre`."""
+    inside = trust_region(space, archs, centre, taken, k)
+    return top_untaken(np.where(inside, value, -np.inf), taken, k)

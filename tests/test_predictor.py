@@ -80,3 +80,7 @@ def test_trust_region_is_the_smallest_radius_around_the_centre_with_k_untaken():
     assert predictor.trust_region(space, archs, centre, taken, 2).tolist() == [False, True, True, True]
     assert predictor.trust_region(space, archs, centre, taken, 3).all()
     assert predictor.trust_region(space, archs, centre, taken, 4).all()  # none holds 4: everything
+    # The best value lies three decisions out; one pick stays at radius 1, three reach it.
+    value = np.array([9.0, 0.0, 5.0, 1.0])
+    assert predictor.top_near(space, archs, centre, value, taken, 1) == [3]
+    assert predictor.top_near(space, archs, centre, value, taken, 3) == [0, 2, 3]

@@ -145,9 +145,8 @@ def predictor_curves(table: Table, features: np.ndarray, runs: int, evaluations:
                 fitted = predictor.fit(name, features[order], np.asarray(measured), seed=run)
                 mean, sd = fitted.predict(features)
                 best = order[int(np.argmax(measured))]
-                inside = predictor.trust_region(table.space, table.archs, table.archs[best], taken, 1)
-                value = predictor.expected_improvement(mean, sd, max(measured))
-                row = predictor.top_untaken(np.where(inside, value, -np.inf), taken, 1)[0]
+                row = predictor.top_near(table.space, table.archs, table.archs[best],
+                                         predictor.expected_improvement(mean, sd, max(measured)), taken, 1)[0]
             taken[row] = True
             order.append(row)
             measured.append(float(table.accuracy[row, noise.integers(table.accuracy.shape[1])]))

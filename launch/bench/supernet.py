@@ -97,13 +97,13 @@ def predictor_row(table: Table, features: np.ndarray, score: np.ndarray, mask: n
         taken = np.isin(np.arange(len(rows)), list(measured))
         step = min(round_, target - len(measured))
         if len(measured) < 2:
-            value = np.asarray(score, np.float64)[rows]
+            picked = predictor.top_untaken(np.asarray(score, np.float64)[rows], taken, step)
         else:
             mean, sd = fit()
             best = max(measured, key=measured.get)
-            inside = predictor.trust_region(table.space, archs, archs[best], taken, step)
-            value = np.where(inside, predictor.expected_improvement(mean, sd, measured[best]), -np.inf)
-        for i in predictor.top_untaken(value, taken, step):
+            picked = predictor.top_near(table.space, archs, archs[best],
+                                        predictor.expected_improvement(mean, sd, measured[best]), taken, step)
+        for i in picked:
             measure(i)
     mean, _ = fit()
     truth = table.mean[rows]
